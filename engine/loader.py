@@ -1,0 +1,30 @@
+"""load(name): from a Hub id, a local directory or a .gguf file to a ready `LanguageModel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import load_hf_directory
+from .hub import DEFAULT_MODEL, locate
+from .lm import LanguageModel
+from .tokenizer import gpt2_tokenizer
+
+
+def load(name: str = DEFAULT_MODEL) -> LanguageModel:
+    path = locate(name)
+    if path.is_file():
+        from .gguf_loader import load_gguf
+
+        config, weights, tokenizer = load_gguf(path)
+    else:
+        config, weights = load_hf_directory(path)
+        tokenizer = hf_tokenizer(path, config)
+    return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
+
+
+def hf_tokenizer(path: Path, config):
+    if config.arch == "gpt2" or not (path / "tokenizer.json").is_file():
+        return gpt2_tokenizer(path, config.n_vocab)
+    from .tokenizer import tokenizer_json_tokenizer
+
+    return tokenizer_json_tokenizer(path, config.n_vocab)

@@ -1,0 +1,253 @@
+"""The transformer forward pass: GPT-2 and Llama as one pre-norm residual stack with a KV cache.
+
+The two architectures differ in three places, each chosen by a field of `Config`:
+the norm (LayerNorm or RMSNorm), where positions enter (learned embeddings or rotary
+rotation of queries and keys) and the MLP (GELU or SwiGLU). Everything else is shared.
+
+Weights keep GPT-2's checkpoint names (`wte`, `wpe`, `ln_1`, `attn.c_attn`, `mlp.c_fc`, `ln_f`);
+a Llama checkpoint's tensors are mapped onto them at load (see `checkpoint.py`).
+Every matrix is stored [in, out], so a layer is `x @ w + b`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .nn import apply_rope, gelu_new, layer_norm, rms_norm, rope_tables, silu, softmax
+
+
+@dataclass(frozen=True)
+class Config:
+    arch: str  # "gpt2" or "llama"
+    n_vocab: int  # rows of the embedding matrix (vocab_size)
+    n_ctx: int  # longest sequence the model was trained on (n_positions / max_position_embeddings)
+    n_embd: int  # width of the residual stream (hidden_size)
+    n_layer: int  # number of transformer blocks
+    n_head: int  # query heads per block
+    n_kv_head: int  # key/value heads; fewer than n_head means grouped-query attention
+    n_ff: int  # width of the MLP's hidden layer (4 * n_embd in GPT-2)
+    norm_eps: float  # epsilon of every LayerNorm / RMSNorm
+    rope_theta: float | None = None  # base of the rotary frequencies; None: learned positions (GPT-2)
+
+    @property
+    def d_head(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def norm(self) -> str:
+        return "layernorm" if self.arch == "gpt2" else "rmsnorm"
+
+    @property
+    def mlp(self) -> str:
+        return "gelu" if self.arch == "gpt2" else "swiglu"
+
+
+@dataclass(frozen=True)
+class Linear:
+    w: np.ndarray  # [in, out]
+    b: np.ndarray | None = None  # [out], or None where the architecture has no bias
+
+
+@dataclass(frozen=True)
+class Norm:
+    g: np.ndarray  # [n_embd] scale
+    b: np.ndarray | None = None  # [n_embd] shift; LayerNorm only
+
+
+@dataclass(frozen=True)
+class Block:
+    ln_1: Norm  # before attention
+    c_attn: Linear  # fused query, key, value: [n_embd, (n_head + 2 * n_kv_head) * d_head]
+    c_proj: Linear  # attention output: [n_head * d_head, n_embd]
+    ln_2: Norm  # before the MLP
+    c_fc: Linear  # MLP in: [n_embd, n_ff], or for SwiGLU gate and up fused: [n_embd, 2 * n_ff]
+    mlp_c_proj: Linear  # MLP out: [n_ff, n_embd]
+
+
+@dataclass(frozen=True)
+class Weights:
+    wte: np.ndarray  # [n_vocab, n_embd] token embeddings
+    wpe: np.ndarray | None  # [n_ctx, n_embd] position embeddings; None with rotary positions
+    blocks: tuple[Block, ...]
+    ln_f: Norm  # final norm, before the unembedding
+    lm_head: np.ndarray  # [n_vocab, n_embd] unembedding; the same array as wte when tied
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Keys and values of every position seen so far, in buffers allocated once for the whole context.
+
+    A forward pass writes positions [length, length + n) and returns a cache with the new length;
+    the old value still describes its own prefix, so a prefix can be reused.
+    """
+
+    k: tuple[np.ndarray, ...]  # per layer [n_kv_head, n_ctx, d_head]
+    v: tuple[np.ndarray, ...]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: Config) -> KVCache:
+        shape = (cfg.n_kv_head, cfg.n_ctx, cfg.d_head)
+        # np.zeros takes pages from the OS lazily: only positions used cost memory.
+        return cls(tuple(np.zeros(shape, np.float32) for _ in range(cfg.n_layer)),
+                   tuple(np.zeros(shape, np.float32) for _ in range(cfg.n_layer)))
+
+
+@dataclass
+class Trace:
+    """Records named activations during a forward pass, with TransformerLens' names.
+
+    `names` are glob patterns (`blocks.*.attn.pattern`); only matching activations are copied.
+    Names: embed, pos_embed, blocks.{i}.resid_pre, blocks.{i}.attn.{q,k,v,z,pattern},
+    blocks.{i}.attn_out, blocks.{i}.resid_mid, blocks.{i}.mlp.post, blocks.{i}.mlp_out,
+    blocks.{i}.resid_post, ln_final.
+    """
+
+    names: tuple[str, ...] = ("*",)
+    acts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def wants(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+
+    def record(self, name: str, value: np.ndarray) -> None:
+        if self.wants(name):
+            self.acts[name] = np.array(value, dtype=np.float32, copy=True)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.acts[name]
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add `delta` to the residual stream entering block `layer` (activation addition).
+
+    delta: [n_pos, n_embd], added to absolute positions 0..n_pos-1 (those beyond the sequence are skipped).
+    """
+
+    layer: int
+    delta: np.ndarray
+
+
+def linear(x: np.ndarray, p: Linear) -> np.ndarray:
+    y = x @ p.w
+    if p.b is not None:
+        y += p.b
+    return y
+
+
+def norm(x: np.ndarray, p: Norm, cfg: Config) -> np.ndarray:
+    if cfg.norm == "layernorm":
+        return layer_norm(x, p.g, p.b, cfg.norm_eps)
+    return rms_norm(x, p.g, cfg.norm_eps)
+
+
+def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, record) -> np.ndarray:
+    """Causal multi-head attention over the cached positions and the new ones; heads batched."""
+    n_seq, d_head = x.shape[0], cfg.d_head
+    n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
+    qkv = linear(x, blk.c_attn)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+    q = qkv[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
+    k = qkv[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, n_seq, d_head]
+    v = qkv[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
+    if cfg.rope_theta is not None:
+        cos, sin = rope_tables(np.arange(start, start + n_seq), d_head, cfg.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    record("attn.q", q.transpose(1, 0, 2))  # TransformerLens order: [pos, head, d_head]
+    record("attn.k", k.transpose(1, 0, 2))
+    record("attn.v", v.transpose(1, 0, 2))
+
+    end = start + n_seq
+    k_buf[:, start:end] = k
+    v_buf[:, start:end] = v
+    keys, values = k_buf[:, None, :end], v_buf[:, None, :end]  # [n_kv_head, 1, n_ctx_used, d_head]
+    group = cfg.n_head // cfg.n_kv_head  # query heads sharing one key/value head
+    q = q.reshape(cfg.n_kv_head, group, n_seq, d_head)
+    scores = q @ keys.transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_ctx_used]
+    scores *= np.float32(1.0 / np.sqrt(d_head))
+    if n_seq > 1:  # a new position may look at itself and the past, never the future
+        future = np.arange(end)[None, :] > np.arange(start, end)[:, None]  # [n_seq, n_ctx_used]
+        scores[..., future] = -np.inf
+    pattern = softmax(scores)
+    record("attn.pattern", pattern.reshape(cfg.n_head, n_seq, end))  # [head, dest, src]
+    z = pattern @ values  # [n_kv_head, group, n_seq, d_head]
+    z = z.reshape(cfg.n_head, n_seq, d_head).transpose(1, 0, 2)  # [n_seq, n_head, d_head]
+    record("attn.z", z)
+    return linear(z.reshape(n_seq, n_q), blk.c_proj)  # [n_seq, n_embd]
+
+
+def mlp(x: np.ndarray, blk: Block, cfg: Config, record) -> np.ndarray:
+    h = linear(x, blk.c_fc)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU)
+    if cfg.mlp == "gelu":
+        h = gelu_new(h)
+    else:
+        h = silu(h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
+    record("mlp.post", h)
+    return linear(h, blk.mlp_c_proj)  # [n_seq, n_embd]
+
+
+def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, record) -> np.ndarray:
+    """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x))."""
+    record("resid_pre", x)
+    attn_out = attention(norm(x, blk.ln_1, cfg), blk, cfg, k_buf, v_buf, start, record)
+    record("attn_out", attn_out)
+    x = x + attn_out
+    record("resid_mid", x)
+    mlp_out = mlp(norm(x, blk.ln_2, cfg), blk, cfg, record)
+    record("mlp_out", mlp_out)
+    x = x + mlp_out
+    record("resid_post", x)
+    return x
+
+
+def _recorder(trace: Trace | None, prefix: str):
+    if trace is None:
+        return lambda name, value: None
+    return lambda name, value: trace.record(prefix + name, value)
+
+
+def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
+            all_logits: bool = False, trace: Trace | None = None,
+            steer: Steer | None = None) -> tuple[np.ndarray, KVCache]:
+    """Run new tokens `ids` after the cached ones: (logits, cache that now includes them).
+
+    Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
+    """
+    cache = cache if cache is not None else KVCache.empty(cfg)
+    ids = np.asarray(ids, dtype=np.int64)
+    start, end = cache.length, cache.length + len(ids)
+    if len(ids) == 0:
+        raise ValueError("forward needs at least one token")
+    if end > cfg.n_ctx:
+        raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
+    record = _recorder(trace, "")
+
+    x = weights.wte[ids]  # [n_seq, n_embd]
+    record("embed", x)
+    if weights.wpe is not None:
+        pos = weights.wpe[start:end]
+        record("pos_embed", pos)
+        x = x + pos
+    for i, blk in enumerate(weights.blocks):
+        if steer is not None and steer.layer == i:
+            x = add_to_residual(x, steer.delta, start)
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, _recorder(trace, f"blocks.{i}."))
+    if not all_logits:
+        x = x[-1:]
+    x = norm(x, weights.ln_f, cfg)
+    record("ln_final", x)
+    logits = x @ weights.lm_head.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
+    return (logits if all_logits else logits[0]), dataclasses.replace(cache, length=end)
+
+
+def add_to_residual(x: np.ndarray, delta: np.ndarray, start: int) -> np.ndarray:
+    """x + delta at the absolute positions both cover: x holds positions start.., delta 0.."""
+    overlap = min(start + len(x), len(delta)) - start
+    if overlap <= 0:
+        return x
+    x = x.copy()
+    x[:overlap] += delta[start:start + overlap]
+    return x

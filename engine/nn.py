@@ -1,0 +1,57 @@
+"""The numerical building blocks of a transformer, as small pure NumPy functions on float32 arrays."""
+
+import numpy as np
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log(softmax(x)), computed without forming the tiny probabilities first."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    """GPT-2's LayerNorm: each row to mean 0 and variance 1, then scaled by g and shifted by b."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    variance = np.mean(centered * centered, axis=-1, keepdims=True)
+    return centered / np.sqrt(variance + eps) * g + b
+
+
+def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
+    """Llama's RMSNorm: each row divided by its root mean square (no centring), then scaled by g."""
+    mean_square = np.mean(x * x, axis=-1, keepdims=True)
+    return x / np.sqrt(mean_square + eps) * g
+
+
+def gelu_new(x: np.ndarray) -> np.ndarray:
+    """GPT-2's GELU, the tanh approximation ("gelu_new" in Hugging Face's configs)."""
+    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), the gate of Llama's SwiGLU MLP."""
+    return x / (1.0 + np.exp(-x))
+
+
+def rope_tables(positions: np.ndarray, d_head: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the rotary angles for these positions: each [n_seq, d_head]."""
+    inv_freq = 1.0 / theta ** (np.arange(0, d_head, 2, dtype=np.float64) / d_head)  # [d_head/2]
+    angles = np.outer(positions, inv_freq)  # [n_seq, d_head/2]
+    angles = np.concatenate([angles, angles], axis=-1)  # [n_seq, d_head], the halves share angles
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (x[i], x[i + d_head/2]) by each position's angle (Hugging Face's "rotate half" layout).
+
+    x: [n_heads, n_seq, d_head]; cos, sin: [n_seq, d_head].
+    """
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
