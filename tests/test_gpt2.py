@@ -1,0 +1,124 @@
+"""Layers 2 and 3: a tiny random GPT-2 against Hugging Face transformers on the same files."""
+
+import numpy as np
+import pytest
+
+from llmx.engine import Sampling, load
+from llmx.engine.model import KVCache
+
+
+@pytest.fixture(scope="module")
+def ours(tiny_gpt2):
+    return load(str(tiny_gpt2))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_gpt2):
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel.from_pretrained(tiny_gpt2).eval()
+
+
+def reference_logits(reference, ids):
+    import torch
+
+    with torch.no_grad():
+        return reference(torch.tensor([ids])).logits[0].numpy()
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 33, 64])
+def test_logits_match_transformers(ours, reference, length):
+    ids = np.random.default_rng(length).integers(0, 50257, size=length).tolist()
+    logits, cache = ours.forward(ids, all_logits=True)
+    assert logits.shape == (length, 50257) and logits.dtype == np.float32
+    assert np.abs(logits - reference_logits(reference, ids)).max() < 1e-4
+    assert cache.length == length
+
+
+def test_last_position_logits_equal_the_full_pass(ours):
+    ids = [39, 724, 78, 11, 616, 1438, 318]
+    full, _ = ours.forward(ids, all_logits=True)
+    last, _ = ours.forward(ids)
+    np.testing.assert_allclose(last, full[-1], atol=1e-5)
+
+
+def test_cached_decoding_equals_full_recompute(ours):
+    ids = np.random.default_rng(1).integers(0, 50257, size=20).tolist()
+    full, _ = ours.forward(ids, all_logits=True)
+    logits, cache = ours.forward(ids[:5], all_logits=True)
+    steps = [logits]
+    for token in ids[5:]:
+        logits, cache = ours.forward([token], cache)
+        steps.append(logits[None])
+    assert np.abs(np.concatenate(steps) - full).max() < 1e-5
+
+
+def test_an_old_cache_still_describes_its_prefix(ours):
+    ids = [39, 724, 78, 11, 616]
+    _, prefix = ours.forward(ids[:3])
+    a, _ = ours.forward(ids[3:4], prefix)
+    ours.forward([5, 6], prefix)  # a different branch from the same prefix
+    b, _ = ours.forward(ids[3:4], prefix)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_context_overflow_is_refused(ours):
+    with pytest.raises(ValueError, match="exceed"):
+        ours.forward(list(range(65)))
+
+
+def test_greedy_continuation_matches_transformers_generate(ours, reference):
+    import torch
+
+    prompt = ours.prompt_ids("Hullo, my name is")
+    generation = ours.generate(prompt, 20, sampling=Sampling(temperature=0))
+    list(generation)
+    with torch.no_grad():
+        out = reference.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
+                                 pad_token_id=50256, eos_token_id=None)
+    assert generation.ids == out[0, len(prompt):].tolist()
+    assert generation.finish_reason == "length"
+
+
+def test_same_seed_same_text_other_seed_other_text(ours):
+    prompt = ours.prompt_ids("Hullo")
+    runs = [ours.generate(prompt, 15, seed=s) for s in (1, 1, 2)]
+    texts = ["".join(step.text for step in run) for run in runs]
+    assert texts[0] == texts[1] != texts[2]
+    assert texts[0] == runs[0].text
+
+
+def test_stop_sequence_ends_generation_and_is_not_included(ours):
+    prompt = ours.prompt_ids("Hullo")
+    free = ours.generate(prompt, 15, sampling=Sampling(temperature=0))
+    list(free)
+    stop = free.text[5:8]
+    stopped = ours.generate(prompt, 15, sampling=Sampling(temperature=0), stop=(stop,))
+    shown = "".join(step.text for step in stopped)
+    assert stopped.finish_reason == "stop"
+    assert shown == stopped.text == free.text[:free.text.index(stop)]
+
+
+def test_empty_prompt_conditions_on_endoftext(ours):
+    assert ours.prompt_ids("") == [50256]
+
+
+def test_long_prompt_keeps_its_most_recent_tokens(ours):
+    notices = []
+    prompt = list(range(100, 160))  # 60 tokens; context 64
+    generation = ours.generate(prompt, 10, seed=0, on_notice=notices.append)
+    assert generation.prompt_ids == prompt[-54:]
+    list(generation)
+    assert len(generation.ids) == 10 and "keeping its last 54 tokens" in notices[0]
+
+
+def test_generation_past_the_window_slides_it(ours):
+    notices = []
+    generation = ours.generate([1, 2, 3], 100, seed=0, on_notice=notices.append)
+    list(generation)
+    assert len(generation.ids) == 100 and any("is full" in n for n in notices)
+
+
+def test_kv_cache_is_allocated_for_the_whole_window(ours):
+    cache = KVCache.empty(ours.config)
+    assert cache.k[0].shape == (4, 64, 16)

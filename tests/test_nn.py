@@ -1,0 +1,51 @@
+"""Layer 1: the primitives against closed forms."""
+
+import numpy as np
+
+from llmx.engine.nn import apply_rope, gelu_new, layer_norm, log_softmax, rms_norm, rope_tables, silu, softmax
+
+rng = np.random.default_rng(0)
+
+
+def test_softmax_sums_to_one_and_survives_huge_logits():
+    x = rng.normal(size=(3, 50)).astype(np.float32) * 1000
+    p = softmax(x)
+    np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-6)
+    assert np.all(np.isfinite(p))
+
+
+def test_log_softmax_is_log_of_softmax():
+    x = rng.normal(size=(4, 20))
+    np.testing.assert_allclose(log_softmax(x), np.log(softmax(x)), atol=1e-12)
+
+
+def test_layer_norm_gives_mean_zero_variance_one():
+    x = rng.normal(3, 5, size=(6, 64)).astype(np.float32)
+    y = layer_norm(x, np.ones(64, np.float32), np.zeros(64, np.float32), 1e-5)
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), 1, atol=1e-3)
+
+
+def test_rms_norm_gives_unit_root_mean_square():
+    x = rng.normal(3, 5, size=(6, 64)).astype(np.float32)
+    y = rms_norm(x, np.ones(64, np.float32), 1e-6)
+    np.testing.assert_allclose(np.sqrt((y * y).mean(-1)), 1, atol=1e-5)
+
+
+def test_gelu_and_silu_at_known_points():
+    np.testing.assert_allclose(gelu_new(np.array([0.0, 100.0, -100.0])), [0, 100, 0], atol=1e-6)
+    np.testing.assert_allclose(silu(np.array([0.0, 1.0])), [0, 1 / (1 + np.exp(-1))])
+
+
+def test_rope_rotation_keeps_norms_and_depends_only_on_relative_position():
+    q, k = rng.normal(size=(1, 1, 8)).astype(np.float32), rng.normal(size=(1, 1, 8)).astype(np.float32)
+
+    def rotated_dot(pos_q, pos_k):
+        cq, sq = rope_tables(np.array([pos_q]), 8, 10000.0)
+        ck, sk = rope_tables(np.array([pos_k]), 8, 10000.0)
+        return float((apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum())
+
+    cos, sin = rope_tables(np.array([5]), 8, 10000.0)
+    np.testing.assert_allclose(np.linalg.norm(apply_rope(q, cos, sin)), np.linalg.norm(q), rtol=1e-5)
+    np.testing.assert_allclose(rotated_dot(7, 3), rotated_dot(14, 10), rtol=1e-4)
+    assert abs(rotated_dot(7, 3) - rotated_dot(7, 6)) > 1e-3
