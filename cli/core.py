@@ -108,7 +108,7 @@ Examples:
 """)
 @click.argument("text", required=False)
 @model_option
-@click.option("--max-tokens", "-n", "max_tokens", default=50, show_default=True, type=click.IntRange(min=0),
+@click.option("--max-tokens", "max_tokens", default=50, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate.")
 @click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Sampling temperature; 0 always picks the most likely token.")

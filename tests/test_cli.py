@@ -98,24 +98,24 @@ def test_continue_is_seeded_and_streams_to_stdout(m):
 
 
 def test_continue_json(m):
-    data = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "-n", "5", "--json").stdout)
+    data = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "--max-tokens", "5", "--json").stdout)
     assert set(data) == {"model", "text", "ids", "finish_reason"}
     assert len(data["ids"]) == 5 and data["finish_reason"] == "length"
-    text = run("continue", *m, "Hullo", "--temperature", "0", "-n", "5").stdout
+    text = run("continue", *m, "Hullo", "--temperature", "0", "--max-tokens", "5").stdout
     assert text == data["text"] + "\n"
     decoded = run("tokenize", *m, "--decode", " ".join(map(str, data["ids"]))).stdout
     assert decoded == data["text"] + "\n"
 
 
 def test_continue_warns_on_stderr_when_the_prompt_is_cut(m):
-    r = run("continue", *m, "word " * 80, "-n", "5", "--seed", "0")
+    r = run("continue", *m, "word " * 80, "--max-tokens", "5", "--seed", "0")
     assert r.exit_code == 0 and "keeping its last 59 tokens" in r.stderr.replace("\n", " ")
 
 
 def test_stop_sequence_with_escapes(m):
-    free = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "-n", "12", "--json").stdout)["text"]
+    free = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "--max-tokens", "12", "--json").stdout)["text"]
     stop = free[3:6]
-    data = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "-n", "12", "--json",
+    data = json.loads(run("continue", *m, "Hullo", "--temperature", "0", "--max-tokens", "12", "--json",
                           "--stop", stop).stdout)
     assert data["text"] == free[:free.index(stop)] and data["finish_reason"] == "stop"
 
