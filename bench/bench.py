@@ -1,0 +1,210 @@
+"""llmx's engine side by side with Hugging Face transformers (PyTorch, CPU), in one run.
+
+    python bench/bench.py                 # GPT-2 small shape, random weights written once into bench/.cache
+    python bench/bench.py --size medium   # also large, xl
+    python bench/bench.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf
+
+Both sides get the same thread count (LLMX_THREADS, default: all cores) and the same checkpoint;
+their runs alternate and medians are reported. Speed does not depend on weight values, so random
+weights are fine. Needs the test extra (torch, transformers) and GPT-2's vocabulary in
+.cache/test-data/gpt2-vocab (`bash .ci/fetch-test-data`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"small": (768, 12, 12), "medium": (1024, 24, 16), "large": (1280, 36, 20), "xl": (1600, 48, 25)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs per measurement")
+    parser.add_argument("--smollm2", type=Path, help="also compare on this SmolLM2 GGUF file")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
+    args = parser.parse_args()
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
+        os.environ[name] = str(args.threads)
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    checkpoint = write_checkpoint(args.size)
+    print(f"llmx vs transformers {__import__('transformers').__version__} (torch {torch.__version__}), "
+          f"GPT-2 {args.size} shape, {args.threads} threads, medians of {args.repeats} alternating runs")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} "
+          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}, numpy {np.__version__}")
+
+    from llmx.engine import load
+    from transformers import GPT2LMHeadModel
+
+    ours = load(str(checkpoint))
+    theirs = GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    rows = compare(ours, theirs, args.repeats, prefill_lengths=(128, 512), contexts=(128, 900))
+
+    bandwidth = measure_bandwidth(np)
+    weight_bytes = sum(a.nbytes for a in weight_arrays(ours))
+    floor = weight_bytes / bandwidth
+    decode = rows["decode, 128-token prompt (tokens/s)"][0]
+    print_table(rows)
+    print(f"\nmemory bandwidth (float32 matrix-vector product, best of 5): {bandwidth / 1e9:.1f} GB/s")
+    print(f"weights read per token: {weight_bytes / 1e6:.0f} MB -> decode floor {floor * 1e3:.1f} ms/token "
+          f"({1 / floor:.1f} tokens/s); llmx reaches {decode * floor:.0%} of it")
+    print_process_figures(checkpoint, args.repeats)
+    if args.smollm2:
+        print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
+        print_table(compare_gguf(args.smollm2, args.repeats))
+
+
+def write_checkpoint(size: str) -> Path:
+    """A random-weight GPT-2 of this size in the Hugging Face layout, with GPT-2's real tokenizer files."""
+    directory = REPO / "bench" / ".cache" / f"gpt2-{size}"
+    if (directory / "model.safetensors").is_file():
+        return directory
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = REPO / ".cache" / "test-data" / "gpt2-vocab"
+    if not (vocab / "vocab.json").is_file():
+        sys.exit(f"{vocab} is missing: run `bash .ci/fetch-test-data` first")
+    n_embd, n_layer, n_head = SIZES[size]
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=n_head)).save_pretrained(directory)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(vocab / name, directory / name)
+    return directory
+
+
+def weight_arrays(model):
+    w = model.weights
+    yield w.wte
+    if w.lm_head is not w.wte:
+        yield w.lm_head
+    for block in w.blocks:
+        for part in (block.ln_1, block.ln_2):
+            yield part.g
+        for part in (block.c_attn, block.c_proj, block.c_fc, block.mlp_c_proj):
+            yield part.w
+
+
+def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple[float, float]]:
+    """Medians of tokens/s for each measurement: {name: (llmx, transformers)}."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_vocab = ours.config.n_vocab
+    runs: dict[str, tuple[list, list]] = {}
+    for _ in range(repeats):
+        for n in prefill_lengths:
+            ids = rng.integers(0, n_vocab, n).tolist()
+            name = f"prefill, {n} tokens (tokens/s)"
+            ours_s, theirs_s = runs.setdefault(name, ([], []))
+            ours_s.append(n / timed(lambda: ours.forward(ids)))
+            theirs_s.append(n / timed(lambda: torch_prefill(theirs, ids)))
+        for n in contexts:
+            ids = rng.integers(0, n_vocab, n).tolist()
+            name = f"decode, {n}-token prompt (tokens/s)"
+            ours_s, theirs_s = runs.setdefault(name, ([], []))
+            ours_s.append(64 / ours_decode(ours, ids, 64))
+            theirs_s.append(64 / torch_decode(theirs, ids, 64))
+    return {name: (statistics.median(a), statistics.median(b)) for name, (a, b) in runs.items()}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ours_decode(model, ids, n_new) -> float:
+    """Seconds for n_new greedy tokens after the prompt, prompt excluded."""
+    import numpy as np
+
+    logits, cache = model.forward(ids)
+    start = time.perf_counter()
+    for _ in range(n_new):
+        logits, cache = model.forward([int(np.argmax(logits))], cache)
+    return time.perf_counter() - start
+
+
+def torch_prefill(model, ids):
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+
+
+def torch_decode(model, ids, n_new) -> float:
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+        start = time.perf_counter()
+        for _ in range(n_new):
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            out = model(token, past_key_values=out.past_key_values, use_cache=True)
+        return time.perf_counter() - start
+
+
+def measure_bandwidth(np) -> float:
+    """Bytes/s of a float32 matrix-vector product over a 256 MB matrix: the operation decoding is made of."""
+    matrix = np.random.default_rng(0).random((8192, 8192), dtype=np.float32)
+    vector = np.ones(8192, np.float32)
+    best = min(timed(lambda: matrix @ vector) for _ in range(6))
+    return matrix.nbytes / best
+
+
+def print_table(rows: dict[str, tuple[float, float]]) -> None:
+    width = max(map(len, rows))
+    print(f"\n{'':{width}}  {'llmx':>9}  {'transformers':>12}  {'ratio':>6}")
+    for name, (ours, theirs) in rows.items():
+        print(f"{name:{width}}  {ours:9.1f}  {theirs:12.1f}  {ours / theirs:5.2f}x")
+
+
+def print_process_figures(checkpoint: Path, repeats: int) -> None:
+    """Whole-process figures: `llmx --help`, start to first token, peak RSS while generating."""
+    llmx = [sys.executable, "-m", "llmx"]
+    first_token = [*llmx, "continue", "-m", str(checkpoint), "Hullo, my name is", "--max-tokens", "1", "--seed", "1"]
+    subprocess.run(first_token, capture_output=True, check=True)  # warm the page cache
+    help_s = statistics.median(timed(lambda: subprocess.run([*llmx, "--help"], capture_output=True, check=True))
+                               for _ in range(repeats))
+    first_s = statistics.median(timed(lambda: subprocess.run(first_token, capture_output=True, check=True))
+                                for _ in range(repeats))
+    rss = peak_rss([*llmx, "continue", "-m", str(checkpoint), "Hullo, my name is", "--max-tokens", "64",
+                    "--seed", "1"])
+    weights = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
+    print(f"\n`llmx --help`: {help_s:.3f} s; process start to first token (model cached): {first_s:.3f} s")
+    print(f"peak RSS generating 64 tokens: {rss / 1e6:.0f} MB = {rss / weights:.2f}x the weight file "
+          f"({weights / 1e6:.0f} MB)")
+
+
+def peak_rss(command: list[str]) -> int:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        sys.exit(f"{' '.join(command)} failed")
+    return usage.ru_maxrss * 1024
+
+
+def compare_gguf(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
+    import torch
+    from llmx.engine import load
+    from transformers import AutoModelForCausalLM
+
+    ours = load(str(path))
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    return compare(ours, theirs, repeats, prefill_lengths=(128,), contexts=(128,))
+
+
+if __name__ == "__main__":
+    main()
