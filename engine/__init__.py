@@ -5,15 +5,26 @@
     ids = model.prompt_ids("Hullo, my name is")
     for p in model.predict(ids, top=5): print(p.token, p.prob)
     for step in model.generate(ids, max_tokens=20, seed=1): print(step.text, end="")
+
+Names are imported on first use, so that importing the package (for its errors, say) does not
+load NumPy: `llmx --help` stays fast.
 """
 
-from .errors import CheckpointError, InputError, LlmxError, ModelNotFoundError, TokenizerError
-from .generate import Generation, Step
-from .lm import LanguageModel, Prediction
-from .loader import load
-from .model import Config, KVCache, Steer, Trace, Weights, forward
-from .sampling import Sampling
+from importlib import import_module
 
-__all__ = ["load", "LanguageModel", "Prediction", "Generation", "Step", "Sampling", "Config", "Weights",
-           "KVCache", "Trace", "Steer", "forward", "LlmxError", "ModelNotFoundError", "CheckpointError",
-           "TokenizerError", "InputError"]
+_HOME = {
+    "load": "loader",
+    "LanguageModel": "lm", "Prediction": "lm",
+    "Generation": "generate", "Step": "generate",
+    "Sampling": "sampling",
+    "Config": "model", "Weights": "model", "KVCache": "model", "Trace": "model", "Steer": "model", "forward": "model",
+    "LlmxError": "errors", "ModelNotFoundError": "errors", "CheckpointError": "errors", "TokenizerError": "errors",
+    "InputError": "errors",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOME[name]}", __name__), name)
