@@ -1,12 +1,15 @@
 """Find a model's files: a local directory or .gguf file, or a Hugging Face Hub repo downloaded once.
 
-Downloads go through huggingface_hub, so HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN
-work as everywhere else. A model whose files are all in the cache is loaded without any request.
+Downloads go through huggingface_hub's own functions, so HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT and
+HF_TOKEN work as everywhere else, and files land in the standard cache
+(`$HF_HOME/hub/models--{owner}--{name}/snapshots/{commit}/`). Once a model's files are in the cache it
+is loaded from there without a single request: llmx does not ask the Hub whether `main` has moved.
 """
 
 from __future__ import annotations
 
-import os
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, ModelNotFoundError
@@ -40,59 +43,122 @@ def locate(name: str) -> Path:
 
 
 def download(repo: str) -> Path:
-    """The snapshot folder of `repo` with config, weights and tokenizer files, fetching only what is missing."""
-    import json
+    """The snapshot folder of `repo` with config, weights and tokenizer files, fetching only what is missing.
 
+    config.json decides the commit; every other file is taken from that same commit, so a repo that
+    changes between two runs never leaves a snapshot with files from two versions. (A snapshot's files
+    are links into blobs/: a damaged file is fixed by deleting the blob, hence the `resolve()`s below.)
+    """
     config = fetch(repo, "config.json")
+    commit = config.parent.name  # snapshots/{commit}/config.json
     try:
         model_type = json.loads(config.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"config.json of {repo} is not valid JSON: delete {config} and try again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise CheckpointError(f"config.json of {repo} is not a JSON object: delete {config.resolve()} and try again") \
+            from None
+    fetch_weights(repo, commit)
     for filename in TOKENIZER_FILES.get(model_type, TOKENIZER_FILES["gpt2"]):
-        fetch(repo, filename, optional=filename in OPTIONAL_FILES)
-    weights = fetch(repo, "model.safetensors", optional=True)
-    if weights is None:
-        index = fetch(repo, "model.safetensors.index.json", optional=True)
-        if index is None:
-            if fetch(repo, "pytorch_model.bin", optional=True, probe_only=True):
-                raise CheckpointError(f"{repo} has only pickle weights (pytorch_model.bin); llmx loads only "
-                                      "safetensors, never pickle files: pick a repo with model.safetensors")
-            raise CheckpointError(f"{repo} has no model.safetensors: is it a GPT-2 or Llama model repo?")
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            fetch(repo, shard)
+        fetch(repo, filename, commit, optional=filename in OPTIONAL_FILES)
     return config.parent
 
 
-def fetch(repo: str, filename: str, *, optional: bool = False, probe_only: bool = False) -> Path | None:
-    """One file of `repo` from the cache if there, else downloaded (with a progress bar on stderr)."""
-    from huggingface_hub import file_exists, hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HFValidationError,
+def fetch_weights(repo: str, commit: str) -> None:
+    """model.safetensors, or the shards its index names; never pickle weights."""
+    if fetch(repo, "model.safetensors", commit, optional=True):
+        return
+    index = fetch(repo, "model.safetensors.index.json", commit, optional=True)
+    if index is None:
+        if has_pickle_weights(repo, commit):
+            raise CheckpointError(f"{repo} has only pickle weights (pytorch_model.bin); llmx loads only "
+                                  "safetensors, never pickle files: pick a repo with model.safetensors")
+        raise CheckpointError(f"{repo} has no model.safetensors: is it a GPT-2 or Llama model repo?")
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{index} has no valid weight_map: delete {index.resolve()} and try again") from None
+    for shard in shards:
+        fetch(repo, shard, commit)
+
+
+def fetch(repo: str, filename: str, revision: str | None = None, *, optional: bool = False) -> Path | None:
+    """One file of `repo` from the cache if there (no request), else downloaded with a progress bar on stderr.
+
+    Returns None for an `optional` file the repo does not have (huggingface_hub caches that fact too).
+    """
+    from httpx2 import HTTPError as NetworkError  # huggingface_hub's HTTP client; its errors are not OSErrors
+    from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError)
 
     try:
-        cached = try_to_load_from_cache(repo, filename)
+        cached = try_to_load_from_cache(repo, filename, revision=revision)
     except HFValidationError:
         raise ModelNotFoundError(f"'{repo}' is neither a local path nor a valid Hub model id (owner/name)") from None
     if isinstance(cached, str):
         return Path(cached)
+    if cached is _CACHED_NO_EXIST:
+        return missing(repo, filename, optional)
     try:
-        if probe_only:
-            return Path(filename) if file_exists(repo, filename) else None
-        return Path(hf_hub_download(repo, filename))
-    except EntryNotFoundError:
-        if optional:
-            return None
-        raise CheckpointError(f"{repo} on the Hub has no {filename}: is it a GPT-2 or Llama model repo?") from None
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except LocalEntryNotFoundError:  # not cached, and the Hub could not be asked: check this before its base class
+        if constants.is_offline_mode():
+            raise ModelNotFoundError(f"{repo} is not in the cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE "
+                                     "is set: unset it once to download the model") from None
+        raise ModelNotFoundError(f"cannot download {repo} from {constants.ENDPOINT}, and it is not in the cache "
+                                 f"({constants.HF_HUB_CACHE}): check your connection or HF_ENDPOINT") from None
+    except EntryNotFoundError:  # a 404 with X-Error-Code: EntryNotFound
+        return missing(repo, filename, optional)
     except GatedRepoError:
         raise ModelNotFoundError(f"{repo} is gated on the Hub: accept its licence there and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
+    except RepositoryNotFoundError:  # a 404 (or 401) with X-Error-Code: RepoNotFound
         raise ModelNotFoundError(f"model '{repo}' was not found on the Hugging Face Hub (nor as a local path); "
                                  f"short names: {', '.join(SHORT_NAMES)}") from None
-    except LocalEntryNotFoundError:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            raise ModelNotFoundError(f"{repo} is not in the cache and HF_HUB_OFFLINE is set: "
-                                     "unset it once to download the model") from None
-        raise ModelNotFoundError(f"cannot reach the Hugging Face Hub to download {repo}, and it is not cached: "
-                                 "check your connection or HF_ENDPOINT") from None
-    except OSError as e:  # network failures surface as requests/httpx errors, which are OSErrors
-        raise ModelNotFoundError(f"downloading {filename} of {repo} failed: {e}") from None
+    except (OSError, NetworkError) as e:  # HfHubHTTPError is an OSError; a cut connection is a NetworkError
+        if isinstance(e, HfHubHTTPError) and e.response.status_code == 401:
+            raise ModelNotFoundError(f"the Hub refused the token sent for {repo}: check HF_TOKEN") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelNotFoundError(f"downloading {filename} of {repo} failed ({reason}): try again") from None
+
+
+def missing(repo: str, filename: str, optional: bool) -> None:
+    if optional:
+        return None
+    raise CheckpointError(f"{repo} on the Hub has no {filename}: is it a GPT-2 or Llama model repo?")
+
+
+def has_pickle_weights(repo: str, revision: str) -> bool:
+    """Whether the repo has pytorch_model.bin (one HEAD request; False when that cannot be known)."""
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(repo, "pytorch_model.bin", revision=revision)
+    except Exception:  # offline, unreachable, refused: the caller's message stays true without this detail
+        return False
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model repo in the Hugging Face cache."""
+
+    repo_id: str  # "openai-community/gpt2"
+    size_on_disk: int  # bytes, all cached revisions together
+    snapshot: Path  # the folder `main` points to (else the newest snapshot)
+    last_modified: float  # seconds since the epoch, when a file of it last changed
+
+
+def cached_models(cache_dir: str | Path | None = None) -> list[CachedModel]:
+    """The model repos in the HF cache (default: $HF_HOME/hub), sorted by id; [] when there is no cache yet."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return []
+    models = []
+    for repo in info.repos:
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        snapshot = max(repo.revisions, key=lambda rev: ("main" in rev.refs, rev.last_modified)).snapshot_path
+        models.append(CachedModel(repo.repo_id, repo.size_on_disk, snapshot, repo.last_modified))
+    return sorted(models, key=lambda model: model.repo_id)

@@ -24,25 +24,36 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(f"{path} is too short to be a safetensors file: download it again")
+            raise CheckpointError(f"{path} is too short to be a safetensors file: {_fix(path)}")
         (n_header,) = struct.unpack("<Q", head)
         if n_header > min(size - 8, 100_000_000):
-            raise CheckpointError(f"{path} is not a safetensors file (bad header length): download it again")
+            raise CheckpointError(f"{path} is not a safetensors file (bad header length): {_fix(path)}")
         try:
             header = json.loads(f.read(n_header))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{path} has a corrupt safetensors header: download it again") from None
+            header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupt safetensors header: {_fix(path)}")
     header.pop("__metadata__", None)
     data_start = 8 + n_header
     memory = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = {}
     for name, info in header.items():
-        begin, end = info["data_offsets"]
-        if data_start + end > size:
-            raise CheckpointError(f"{path} is truncated (tensor '{name}' runs past the end of the file): "
-                                  "delete it and download it again")
-        tensors[name] = _as_float32(memory[data_start + begin:data_start + end], info, name, path)
+        try:
+            begin, end = info["data_offsets"]
+            if data_start + end > size:
+                raise CheckpointError(f"{path} is truncated (tensor '{name}' runs past the end of the file): "
+                                      f"{_fix(path)}")
+            tensors[name] = _as_float32(memory[data_start + begin:data_start + end], info, name, path)
+        except (KeyError, TypeError, ValueError):  # missing fields, or a byte count that does not fit the shape
+            raise CheckpointError(f"{path} has a corrupt entry for tensor '{name}': {_fix(path)}") from None
     return tensors
+
+
+def _fix(path: Path) -> str:
+    """What to do about a damaged file. In the HF cache a snapshot entry is a link to a blob: deleting the
+    link alone would bring the same blob back, so name the blob."""
+    return f"delete {path.resolve()} and download it again" if path.is_symlink() else "download it again"
 
 
 def _as_float32(raw: np.ndarray, info: dict, name: str, path: Path) -> np.ndarray:

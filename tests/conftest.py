@@ -48,3 +48,24 @@ def write_tiny_gpt2(directory: Path, vocab: Path, *, seed: int = 0, **overrides)
 def tiny_gpt2(tmp_path_factory, gpt2_vocab) -> Path:
     """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real tokenizer."""
     return write_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"), gpt2_vocab)
+
+
+@pytest.fixture(scope="session")
+def pickle_only_repo(tmp_path_factory, tiny_gpt2) -> Path:
+    """A repo folder with config.json and pytorch_model.bin (pickle bytes, never loaded) but no safetensors."""
+    folder = tmp_path_factory.mktemp("pickle-only")
+    shutil.copy(tiny_gpt2 / "config.json", folder / "config.json")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04}\x94.")  # pickle.dumps({})
+    return folder
+
+
+@pytest.fixture
+def hub_server(tiny_gpt2, pickle_only_repo):
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 (tests/hub_server.py), with a fresh request log,
+    serving the tiny GPT-2 as `openai-community/gpt2` and `someone/pickle-only`."""
+    from hub_server import HubServer
+
+    with HubServer() as hub:
+        hub.add_repo("openai-community/gpt2", tiny_gpt2)
+        hub.add_repo("someone/pickle-only", pickle_only_repo)
+        yield hub

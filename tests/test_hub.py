@@ -1,0 +1,177 @@
+"""Hub downloads against a local stand-in for the Hub (tests/hub_server.py), and local checkpoint errors.
+
+huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE when it is imported, so each load from
+the "Hub" runs in a fresh `python` with those variables set, as a user's `llmx` run would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from llmx.engine import CheckpointError, load
+from llmx.engine.hub import SHORT_NAMES, cached_models
+
+GPT2_FILES = ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+LOAD = """
+import sys
+from llmx.engine import LlmxError, load
+try:
+    model = load(sys.argv[1])
+except LlmxError as e:
+    sys.exit(f"{type(e).__name__}: {e}")
+print(model.path)
+"""
+NO_BACKOFF = "import time; time.sleep = lambda seconds: None  # skip huggingface_hub's retry waits (~23 s)\n"
+
+
+class Run(NamedTuple):
+    status: int
+    out: str  # stdout: the snapshot path on success
+    err: str  # stderr: progress bars, then the error message on its last line
+    message: str  # the last line of stderr
+
+
+def run_load(name: str, hf_home: Path, endpoint: str, *, no_backoff: bool = False, **env) -> Run:
+    """`load(name)` in a fresh interpreter with the given Hub settings.
+
+    A download's progress bar goes to stderr; TQDM_POSITION=-1 shows it even though stderr is no terminal.
+    """
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_")) and "proxy" not in k.lower()}
+    clean.update(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, NO_PROXY="127.0.0.1", **env)
+    script = (NO_BACKOFF if no_backoff else "") + LOAD
+    done = subprocess.run([sys.executable, "-c", script, name], env=clean, capture_output=True, text=True,
+                          timeout=60)
+    lines = done.stderr.replace("\r", "\n").strip().splitlines()
+    return Run(done.returncode, done.stdout.strip(), done.stderr, lines[-1] if lines else "")
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there once the socket is closed
+
+
+def test_first_load_downloads_only_the_needed_files_into_the_hf_cache(hub_server, tmp_path):
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url,
+                                         HF_TOKEN="hf_secret", TQDM_POSITION="-1")
+    assert status == 0, err
+    assert all(f"{name}: 100%" in err for name in GPT2_FILES)  # progress bars on stderr
+    snapshot = tmp_path / "hf" / "hub" / "models--openai-community--gpt2" / "snapshots" / hub_server.commit(
+        "openai-community/gpt2")
+    assert Path(out) == snapshot
+    assert sorted(p.name for p in snapshot.iterdir()) == GPT2_FILES
+    assert sorted(hub_server.files_got()) == GPT2_FILES  # each once; never pytorch_model.bin or the rest
+    assert all(line.split()[1].startswith(("/openai-community/gpt2/", "/api/")) for line in hub_server.requests)
+    assert hub_server.authorizations == {"Bearer hf_secret"}
+
+
+def test_a_second_load_makes_no_request(hub_server, tmp_path):
+    assert run_load("openai-community/gpt2", tmp_path / "hf", hub_server.url)[0] == 0
+    hub_server.requests.clear()
+    status, out, err, message = run_load("openai-community/gpt2", tmp_path / "hf", hub_server.url)
+    assert status == 0, err
+    assert hub_server.requests == []
+
+
+def test_offline_loads_from_the_cache(hub_server, tmp_path):
+    assert run_load("gpt2", tmp_path / "hf", hub_server.url)[0] == 0
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", closed_port_url(), HF_HUB_OFFLINE="1")
+    assert status == 0, err
+    assert Path(out).parent.parent.name == "models--openai-community--gpt2"
+
+
+def test_offline_with_nothing_cached_says_so(hub_server, tmp_path):
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url, HF_HUB_OFFLINE="1")
+    assert status == 1, err
+    assert message.startswith("ModelNotFoundError: openai-community/gpt2 is not in the cache")
+    assert "HF_HUB_OFFLINE" in message
+    assert hub_server.requests == []
+
+
+def test_an_unknown_repo_names_the_model_and_the_short_names(hub_server, tmp_path):
+    status, out, err, message = run_load("nobody/no-such-model", tmp_path / "hf", hub_server.url)
+    assert status == 1, err
+    assert message == ("ModelNotFoundError: model 'nobody/no-such-model' was not found on the Hugging Face Hub "
+                   f"(nor as a local path); short names: {', '.join(SHORT_NAMES)}")
+
+
+def test_a_pickle_only_repo_is_refused_without_downloading_the_pickle(hub_server, tmp_path):
+    status, out, err, message = run_load("someone/pickle-only", tmp_path / "hf", hub_server.url)
+    assert status == 1, err
+    assert message.startswith("CheckpointError: someone/pickle-only has only pickle weights (pytorch_model.bin)")
+    assert "llmx loads only safetensors" in message
+    assert hub_server.files_got() == ["config.json"]
+
+
+def test_an_unreachable_hub_is_a_clear_error(tmp_path):
+    endpoint = closed_port_url()
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", endpoint, no_backoff=True)
+    assert status == 1, err
+    assert message == (f"ModelNotFoundError: cannot download openai-community/gpt2 from {endpoint}, and it is not in "
+                   f"the cache ({tmp_path / 'hf' / 'hub'}): check your connection or HF_ENDPOINT")
+
+
+def test_a_damaged_download_names_the_blob_to_delete_and_comes_back_whole(hub_server, tmp_path):
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url)
+    assert status == 0, err
+    weights = Path(out) / "model.safetensors"
+    blob = weights.resolve()  # the snapshot entry is a link into blobs/
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url)
+    assert status == 1, err
+    assert message.startswith(f"CheckpointError: {weights} is truncated")
+    assert message.endswith(f": delete {blob} and download it again")
+    blob.unlink()
+    hub_server.requests.clear()
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url)
+    assert status == 0, err
+    assert hub_server.files_got() == ["model.safetensors"]
+
+
+def test_cached_models_lists_the_downloaded_repo(hub_server, tmp_path):
+    assert cached_models(tmp_path / "hf" / "hub") == []  # no cache folder yet
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", hub_server.url)
+    assert status == 0, err
+    [model] = cached_models(tmp_path / "hf" / "hub")
+    assert model.repo_id == "openai-community/gpt2"
+    assert model.snapshot == Path(out)
+    assert model.size_on_disk >= sum(p.stat().st_size for p in Path(out).iterdir()) > 0
+    assert model.last_modified > 0
+
+
+def test_a_truncated_safetensors_is_a_checkpoint_error(tiny_gpt2, tmp_path):
+    model_dir = shutil.copytree(tiny_gpt2, tmp_path / "model")
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="is truncated"):
+        load(str(model_dir))
+
+
+def test_a_corrupt_safetensors_is_a_checkpoint_error(tiny_gpt2, tmp_path):
+    model_dir = shutil.copytree(tiny_gpt2, tmp_path / "model")
+    (model_dir / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + bytes(64))
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        load(str(model_dir))
+
+
+def test_a_directory_without_config_json_is_an_error(tmp_path):
+    (tmp_path / "vocab.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="has no config.json: is it a Hugging Face model directory"):
+        load(str(tmp_path))
+
+
+def test_a_directory_of_another_architecture_is_an_error(tiny_gpt2, tmp_path):
+    model_dir = shutil.copytree(tiny_gpt2, tmp_path / "model")
+    (model_dir / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="model_type 'bert' is not supported"):
+        load(str(model_dir))
