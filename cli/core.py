@@ -149,4 +149,51 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     out.flush()
 
 
-COMMANDS = [tokenize, predict, continue_]
+@click.group(invoke_without_command=True, epilog="""\b
+Examples:
+  llmx models                      # cached models and the short names
+  llmx models --json | jq -r '.cached[].id'
+  llmx models show gpt2            # architecture, size, quantization, context
+  llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf
+""")
+@json_option
+@click.pass_context
+def models(ctx, as_json):
+    """List the models in the Hugging Face cache (with their size on disk) and the short names llmx knows."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .engine.hub import SHORT_NAMES, cached_models
+
+    cached = cached_models()
+    if as_json:
+        emit_json({"cached": [{"id": m.repo_id, "size_on_disk": m.size_on_disk, "path": str(m.snapshot)}
+                              for m in cached],
+                   "short_names": SHORT_NAMES})
+    else:
+        from .render import print_models
+
+        print_models(cached, SHORT_NAMES)
+
+
+@models.command("show", epilog="""\b
+Examples:
+  llmx models show gpt2
+  llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf --json
+""")
+@click.argument("model")
+@json_option
+def models_show(model, as_json):
+    """Describe MODEL (a Hub id, directory or .gguf file): architecture, parameters, quantization, context."""
+    from .engine.describe import describe
+    from .engine.hub import locate
+
+    info = {"model": model, **describe(locate(model))}
+    if as_json:
+        emit_json(info)
+    else:
+        from .render import print_description
+
+        print_description(info)
+
+
+COMMANDS = [tokenize, predict, continue_, models]

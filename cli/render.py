@@ -75,3 +75,47 @@ def print_predictions(predictions, prompt_tokens: int) -> None:
 def percent(p: float) -> str:
     """12.34% for likely tokens; 3.1e-05% keeps the digits of unlikely ones visible."""
     return f"{p:.2%}" if p >= 1e-4 else f"{p * 100:.1e}%"
+
+
+def size(n_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def print_models(cached, short_names: dict[str, str]) -> None:
+    console = stdout_console()
+    if cached:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        table.add_column("cached model")
+        table.add_column("size", justify="right")
+        table.add_column("path")
+        for model in cached:
+            table.add_row(model.repo_id, size(model.size_on_disk), str(model.snapshot))
+        console.print(table)
+    else:
+        console.print("no models in the Hugging Face cache yet (the first command that needs one downloads it)")
+    cached_ids = {model.repo_id for model in cached}
+    console.print()
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("short name")
+    table.add_column("Hub id")
+    table.add_column("cached")
+    for short, repo in short_names.items():
+        table.add_row(short, repo, "yes" if repo in cached_ids else "")
+    console.print(table)
+
+
+def print_description(info: dict) -> None:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in info.items():
+        if key == "file_size":
+            value = size(value)
+        elif key == "parameters":
+            value = f"{value:,} ({value / 1e6:.0f}M)"
+        table.add_row(key.replace("_", " "), str(value))
+    stdout_console().print(table)

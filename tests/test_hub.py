@@ -175,3 +175,26 @@ def test_a_directory_of_another_architecture_is_an_error(tiny_gpt2, tmp_path):
     (model_dir / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(CheckpointError, match="model_type 'bert' is not supported"):
         load(str(model_dir))
+
+
+def run_cli(args: list[str], hf_home: Path, endpoint: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, NO_PROXY="127.0.0.1", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "llmx", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_downloads_once_then_lists_the_cached_model(hub_server, tmp_path):
+    import json
+
+    first = run_cli(["predict", "Hullo, my name is", "--top", "3", "--json"], tmp_path / "hf", hub_server.url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["prompt_tokens"] == 7
+    hub_server.requests.clear()
+    second = run_cli(["continue", "-m", "gpt2", "Hullo", "--max-tokens", "3", "--seed", "1"], tmp_path / "hf",
+                     hub_server.url)
+    assert second.returncode == 0 and second.stdout.strip() and hub_server.requests == []
+    listing = json.loads(run_cli(["models", "--json"], tmp_path / "hf", hub_server.url).stdout)
+    assert [m["id"] for m in listing["cached"]] == ["openai-community/gpt2"]
+    assert listing["cached"][0]["size_on_disk"] > 1_000_000 and listing["short_names"]["gpt2"] == "openai-community/gpt2"
+    table = run_cli(["models"], tmp_path / "hf", hub_server.url).stdout
+    assert "openai-community/gpt2" in table.splitlines()[2] and "MB" in table
