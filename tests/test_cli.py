@@ -195,3 +195,26 @@ def test_every_command_help_has_an_example():
     for path, command in commands(cli, "llmx"):
         r = run(*path.split()[1:], "--help")
         assert r.exit_code == 0 and "Example" in r.stdout and path in r.stdout, path
+
+
+def test_ctrl_c_exits_130_without_a_traceback(m, monkeypatch):
+    import llmx.engine.lm
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmx.engine.lm.LanguageModel, "generate", interrupted)
+    r = run("continue", *m, "Hullo")
+    assert r.exit_code == 130 and "Traceback" not in r.stderr and r.stderr.strip().endswith("interrupted")
+
+
+def test_a_closed_pipe_ends_quietly(m):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "llmx", "continue", *m, "Hullo", "--max-tokens", "40"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head -c 0`: the reader is gone before the first token
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert stderr == "" and process.returncode in (0, 1)
