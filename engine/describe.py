@@ -1,25 +1,19 @@
 """describe(path): what a model file is (architecture, size, quantization), from its headers alone.
 
 Nothing is dequantized or even read beyond the headers, so this is fast for any model size.
-A .gguf header is scanned here directly: GGUFReader parses every token string into its own array,
-which takes seconds for a 50k-token vocabulary.
+A .gguf header is read without its arrays (the vocabulary), so even that takes milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import struct
 from collections import Counter
 from pathlib import Path
 
 from .checkpoint import config_from_hf, read_config_json, safetensors_files
 from .errors import CheckpointError
-
-# GGUF metadata value types: struct format of each scalar; 8 is a string, 9 an array.
-GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-GGUF_STRING, GGUF_ARRAY = 8, 9
-
+from .gguf_loader import read_gguf_header
 
 def describe(path) -> dict:
     """architecture, parameters, quantization, context_length, n_layer, n_embd, n_head, n_kv_head,
@@ -42,12 +36,13 @@ def describe_hf_directory(directory: Path) -> dict:
 
 
 def describe_gguf(path: Path) -> dict:
-    meta, tensors = gguf_header(path)
+    header = read_gguf_header(path, arrays=False)
+    meta, tensors = header.meta, header.tensors
     arch = meta.get("general.architecture")
     counts: Counter[str] = Counter()
-    for _, kind, shape in tensors:
-        counts[kind] += _product(shape)
-    embedding = next((shape for name, _, shape in tensors if name == "token_embd.weight"), None)
+    for t in tensors:
+        counts[t.kind.name] += _product(t.shape)
+    embedding = next((t.shape for t in tensors if t.name == "token_embd.weight"), None)
     n_head = meta.get(f"{arch}.attention.head_count")
     return dict(format="gguf", architecture=arch, parameters=sum(counts.values()),
                 quantization=quantization_label(counts), context_length=meta.get(f"{arch}.context_length"),
@@ -78,73 +73,6 @@ def safetensors_header(path: Path) -> dict:
             raise CheckpointError(f"{path} has a corrupt safetensors header: download it again") from None
     header.pop("__metadata__", None)
     return header
-
-
-class _Cursor:
-    """Little-endian reads from a GGUF header held in memory."""
-
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def read(self, fmt: str):
-        values = struct.unpack_from("<" + fmt, self.data, self.pos)
-        self.pos += struct.calcsize("<" + fmt)
-        return values[0] if len(values) == 1 else values
-
-    def string(self) -> str:
-        n = self.read("Q")
-        self.pos += n
-        if self.pos > len(self.data):
-            raise struct.error("string runs past the end")
-        return self.data[self.pos - n:self.pos].decode("utf-8", errors="replace")
-
-    def value(self, kind: int):
-        """A metadata value; arrays are skipped (None): describe needs only scalars."""
-        if kind in GGUF_SCALARS:
-            return self.read(GGUF_SCALARS[kind])
-        if kind == GGUF_STRING:
-            return self.string()
-        if kind == GGUF_ARRAY:
-            item, count = self.read("IQ")
-            if item in GGUF_SCALARS:
-                self.pos += count * struct.calcsize("<" + GGUF_SCALARS[item])
-            else:
-                for _ in range(count):
-                    self.value(item)
-            return None
-        raise ValueError(f"unknown metadata type {kind}")
-
-
-def gguf_header(path: Path) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
-    """(scalar metadata, [(tensor name, type name, shape in NumPy order)]) from a GGUF file's header."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _scan_gguf(_Cursor(data))
-    except (struct.error, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable GGUF file ({e}): it may be truncated or not GGUF "
-                              "at all; download it again") from None
-
-
-def _scan_gguf(cursor: _Cursor) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
-    from gguf import GGMLQuantizationType
-
-    magic, version, n_tensors, n_kv = cursor.read("4sIQQ")
-    if magic != b"GGUF" or version not in (2, 3):
-        raise ValueError("no GGUF magic" if magic != b"GGUF" else f"GGUF version {version}")
-    meta = {}
-    for _ in range(n_kv):
-        key = cursor.string()
-        meta[key] = cursor.value(cursor.read("I"))
-    tensors = []
-    for _ in range(n_tensors):
-        name = cursor.string()
-        n_dims = cursor.read("I")
-        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)  # innermost first
-        cursor.pos += 8 * n_dims
-        kind = GGMLQuantizationType(cursor.read("I")).name
-        cursor.read("Q")  # data offset
-        tensors.append((name, kind, tuple(reversed(dims))))
-    return meta, tensors
 
 
 def _product(shape) -> int:

@@ -1,5 +1,10 @@
 """Load a .gguf file (llama.cpp's format): configuration, weights dequantized to float32 once, and tokenizer.
 
+The format: "GGUF", version, counts, then metadata (typed key-values, the vocabulary among them), then
+tensor descriptions (name, dimensions innermost first, GGML type, offset), then aligned tensor data.
+The header is read here with `struct` (gguf's GGUFReader builds a NumPy array per vocabulary string,
+6-16 s for SmolLM2's 49k tokens); the data is memory-mapped and dequantized by `gguf.quants`.
+
 GGUF names tensors its own way (`blk.3.attn_q.weight`); they are renamed to Hugging Face's names here
 and then built by the same functions as a safetensors checkpoint (`checkpoint.llama_weights`,
 `checkpoint.gpt2_weights`). GGUF matrices are [out, in] like Hugging Face's Llama tensors.
@@ -8,7 +13,10 @@ and then built by the same functions as a safetensors checkpoint (`checkpoint.ll
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import re
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +28,10 @@ from .tokenizer import Tokenizer, gguf_tokenizer
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 ARCHITECTURES = ("llama", "gpt2")
+
+# GGUF metadata value types: struct format of each scalar; 8 is a string, 9 an array.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+GGUF_STRING, GGUF_ARRAY = 8, 9
 
 # GGUF tensor name -> Hugging Face name; `{i}` is the block number.
 LLAMA_NAMES = {
@@ -40,30 +52,135 @@ GPT2_NAMES = {
 GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    kind: "GGMLQuantizationType"  # noqa: F821 - gguf's enum of tensor types (F32, Q4_1, ...)
+    shape: tuple[int, ...]  # NumPy order, outermost first: [out, in] for a matrix
+    offset: int  # of its data, from the start of the data section
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    meta: dict  # metadata key -> value (arrays as lists)
+    tensors: list[TensorInfo]
+    data_start: int  # file offset of the (aligned) data section
+
+
 def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
     path = Path(path)
-    reader = open_gguf(path)
-    meta = {name: field.contents() for name, field in reader.fields.items()}
-    shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}  # numpy order
-    n_vocab = shapes.get("token_embd.weight", (len(meta.get("tokenizer.ggml.tokens", [])),))[0]
-    cfg = config_from_gguf(meta, n_vocab, path.name)
-    tensors = {hf_name(t.name, cfg.arch): dequantize_tensor(t, path.name) for t in reader.tensors}
+    header = read_gguf_header(path)
+    shapes = {t.name: t.shape for t in header.tensors}
+    n_vocab = shapes.get("token_embd.weight", (len(header.meta.get("tokenizer.ggml.tokens", [])),))[0]
+    cfg = config_from_gguf(header.meta, n_vocab, path.name)
+    memory = np.memmap(path, dtype=np.uint8, mode="r")
+    tensors = {hf_name(t.name, cfg.arch): dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
     src = TensorSource(tensors, f"{path.name} (GGUF names mapped to Hugging Face's)",
                        "Llama" if cfg.arch == "llama" else "GPT-2")
     weights = llama_from_gguf(src, cfg) if cfg.arch == "llama" else gpt2_from_gguf(src, cfg)
-    return cfg, weights, gguf_tokenizer(meta, cfg.n_vocab, path.name)
+    return cfg, weights, gguf_tokenizer(header.meta, cfg.n_vocab, path.name)
 
 
-def open_gguf(path: Path):
-    """A memory-mapped GGUFReader; a file that is not GGUF, or is cut short, is a CheckpointError."""
-    from gguf import GGUFReader
-
+def read_gguf_header(path: Path, *, arrays: bool = True) -> GGUFHeader:
+    """Metadata and tensor descriptions; with arrays=False the arrays (vocabulary, merges) are skipped."""
     try:
-        return GGUFReader(path)
-    except (ValueError, IndexError, KeyError, OSError, OverflowError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise CheckpointError(f"{path} is not a readable GGUF file ({reason}): it may be truncated or "
-                              "not GGUF at all; download it again") from None
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _read_header(_Cursor(data), arrays)
+    except (struct.error, ValueError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable GGUF file ({e}): it may be truncated or not GGUF "
+                              "at all; download it again") from None
+
+
+def _read_header(cursor: _Cursor, arrays: bool) -> GGUFHeader:
+    from gguf import GGMLQuantizationType
+
+    magic, version, n_tensors, n_kv = cursor.read("4sIQQ")
+    if magic != b"GGUF" or version not in (2, 3):
+        raise ValueError("no GGUF magic" if magic != b"GGUF" else f"GGUF version {version}")
+    meta = {}
+    for _ in range(n_kv):
+        key = cursor.string()
+        meta[key] = cursor.value(cursor.read("I"), arrays)
+    tensors = []
+    for _ in range(n_tensors):
+        name = cursor.string()
+        n_dims = cursor.read("I")
+        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)  # innermost first
+        cursor.pos += 8 * n_dims
+        kind, offset = GGMLQuantizationType(cursor.read("I")), cursor.read("Q")
+        tensors.append(TensorInfo(name, kind, tuple(reversed(dims)), offset))
+    alignment = meta.get("general.alignment", 32)
+    return GGUFHeader(meta, tensors, data_start=-(-cursor.pos // alignment) * alignment)
+
+
+class _Cursor:
+    """Little-endian reads from a GGUF header held in memory."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def read(self, fmt: str):
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values[0] if len(values) == 1 else values
+
+    def string(self) -> str:
+        n = self.read("Q")
+        self.pos += n
+        if self.pos > len(self.data):
+            raise struct.error("string runs past the end")
+        return self.data[self.pos - n:self.pos].decode("utf-8", errors="replace")
+
+    def value(self, kind: int, arrays: bool = True):
+        """A metadata value; with arrays=False, arrays are skipped (None)."""
+        if kind in GGUF_SCALARS:
+            return self.read(GGUF_SCALARS[kind])
+        if kind == GGUF_STRING:
+            return self.string()
+        if kind == GGUF_ARRAY:
+            item, count = self.read("IQ")
+            if item in GGUF_SCALARS:
+                fmt = f"<{count}{GGUF_SCALARS[item]}"
+                values = list(struct.unpack_from(fmt, self.data, self.pos)) if arrays else None
+                self.pos += struct.calcsize(fmt)
+                if self.pos > len(self.data):
+                    raise struct.error("array runs past the end")
+                return values
+            values = [self.value(item, arrays) for _ in range(count)]
+            return values if arrays else None
+        raise ValueError(f"unknown metadata type {kind}")
+
+
+def gguf_header(path: Path) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
+    """(scalar metadata, [(tensor name, type name, shape in NumPy order)]) from a GGUF file's header."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _scan_gguf(_Cursor(data))
+    except (struct.error, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable GGUF file ({e}): it may be truncated or not GGUF "
+                              "at all; download it again") from None
+
+
+def _scan_gguf(cursor: _Cursor) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
+    from gguf import GGMLQuantizationType
+
+    magic, version, n_tensors, n_kv = cursor.read("4sIQQ")
+    if magic != b"GGUF" or version not in (2, 3):
+        raise ValueError("no GGUF magic" if magic != b"GGUF" else f"GGUF version {version}")
+    meta = {}
+    for _ in range(n_kv):
+        key = cursor.string()
+        meta[key] = cursor.value(cursor.read("I"))
+    tensors = []
+    for _ in range(n_tensors):
+        name = cursor.string()
+        n_dims = cursor.read("I")
+        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)  # innermost first
+        cursor.pos += 8 * n_dims
+        kind = GGMLQuantizationType(cursor.read("I")).name
+        cursor.read("Q")  # data offset
+        tensors.append((name, kind, tuple(reversed(dims))))
+    return meta, tensors
 
 
 def config_from_gguf(meta: dict, n_vocab: int, where: str) -> Config:
@@ -109,17 +226,25 @@ def hf_name(gguf_name: str, arch: str) -> str:
     return names[key].format(i=block[1] if block else "") + "." + kind
 
 
-def dequantize_tensor(tensor, where: str) -> np.ndarray:
-    """One GGUF tensor as a float32 array in NumPy order (GGUF lists dimensions innermost first)."""
+def dequantize_tensor(memory: np.ndarray, data_start: int, tensor: TensorInfo, path: Path) -> np.ndarray:
+    """One tensor of the memory-mapped file as a float32 array of its NumPy shape."""
+    from gguf.constants import GGML_QUANT_SIZES
     from gguf.quants import dequantize
 
-    kind = tensor.tensor_type.name
-    if kind not in SUPPORTED_TYPES:
-        raise CheckpointError(f"{where}: tensor '{tensor.name}' is {kind}, which llmx cannot dequantize; "
-                              f"it reads {', '.join(SUPPORTED_TYPES)}: pick a file quantized to one of those")
-    shape = tuple(int(n) for n in reversed(tensor.shape))
+    if tensor.kind.name not in SUPPORTED_TYPES:
+        raise CheckpointError(f"{path.name}: tensor '{tensor.name}' is {tensor.kind.name}, which llmx cannot "
+                              f"dequantize; it reads {', '.join(SUPPORTED_TYPES)}: pick a file quantized to one of those")
+    block, block_bytes = GGML_QUANT_SIZES[tensor.kind]  # values per block, bytes per block
+    *outer, inner = tensor.shape
+    row_bytes = inner // block * block_bytes
+    begin = data_start + tensor.offset
+    end = begin + row_bytes * int(np.prod(outer, dtype=np.int64))
+    if end > len(memory):
+        raise CheckpointError(f"{path} is truncated (tensor '{tensor.name}' runs past the end of the file): "
+                              "delete it and download it again")
+    raw = memory[begin:end].reshape(*outer, row_bytes)  # [..., bytes of one row]
     # np.array copies: F32 tensors leave the memory map (GGUF aligns data to only 32 bytes).
-    return np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32).reshape(shape)
+    return np.array(dequantize(raw, tensor.kind), dtype=np.float32).reshape(tensor.shape)
 
 
 def unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
