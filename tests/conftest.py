@@ -75,6 +75,13 @@ def write_tiny_llama(directory: Path, vocab: Path, *, tied: bool, seed: int = 0,
     return directory
 
 
+@pytest.fixture(scope="session", params=[True, False], ids=["tied", "untied"])
+def tiny_llama(request, tmp_path_factory, gpt2_vocab) -> Path:
+    """A tiny random Llama (see write_tiny_llama), with tied and with separate input/output embeddings."""
+    name = "tiny-llama-tied" if request.param else "tiny-llama-untied"
+    return write_tiny_llama(tmp_path_factory.mktemp(name), gpt2_vocab, tied=request.param)
+
+
 def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", bos_template: bool = False) -> Path:
     """tokenizer.json + tokenizer_config.json for GPT-2's BPE with one of the pre-tokenizers llmx reads:
     "bytelevel" (GPT-2), "digits" (SmolLM: digits apart, then ByteLevel) or "split" (Llama 3's regex)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import GPT2_EOT, write_tiny_llama, write_tokenizer_json
+from conftest import GPT2_EOT, write_tokenizer_json
 from llmx.engine import KVCache, TokenizerError, load
 from llmx.engine.describe import describe
 from llmx.engine.tokenizer import tokenizer_json_tokenizer
@@ -19,12 +19,6 @@ TEXTS = [
     "I'll say it's DON'T we've THEY'RE",
     "def f(x):\n    return x ** 2  # square\n",
 ]
-
-
-@pytest.fixture(scope="session", params=[True, False], ids=["tied", "untied"])
-def tiny_llama(request, tmp_path_factory, gpt2_vocab):
-    name = "tiny-llama-tied" if request.param else "tiny-llama-untied"
-    return write_tiny_llama(tmp_path_factory.mktemp(name), gpt2_vocab, tied=request.param)
 
 
 @pytest.fixture(scope="session")
