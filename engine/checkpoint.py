@@ -99,10 +99,12 @@ def llama_weights(src: TensorSource, cfg: Config) -> Weights:
 
     blocks = []
     for i in range(cfg.n_layer):
-        qkv = np.concatenate([w(f"{i}.self_attn.q_proj", cfg.n_head * dh, d),
-                              w(f"{i}.self_attn.k_proj", cfg.n_kv_head * dh, d),
-                              w(f"{i}.self_attn.v_proj", cfg.n_kv_head * dh, d)], axis=1)
-        gate_up = np.concatenate([w(f"{i}.mlp.gate_proj", ff, d), w(f"{i}.mlp.up_proj", ff, d)], axis=1)
+        # Concatenating transposed views gives a column-major matrix: matvecs on it are up to 2x slower.
+        qkv = np.ascontiguousarray(np.concatenate([w(f"{i}.self_attn.q_proj", cfg.n_head * dh, d),
+                                                   w(f"{i}.self_attn.k_proj", cfg.n_kv_head * dh, d),
+                                                   w(f"{i}.self_attn.v_proj", cfg.n_kv_head * dh, d)], axis=1))
+        gate_up = np.ascontiguousarray(np.concatenate([w(f"{i}.mlp.gate_proj", ff, d),
+                                                       w(f"{i}.mlp.up_proj", ff, d)], axis=1))
         blocks.append(Block(
             ln_1=Norm(src.take(f"model.layers.{i}.input_layernorm.weight", (d,))),
             c_attn=Linear(qkv), c_proj=Linear(np.ascontiguousarray(w(f"{i}.self_attn.o_proj", d, cfg.n_head * dh))),

@@ -10,7 +10,18 @@ from .errors import CheckpointError, InputError, TokenizerError
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# SmolLM's: every digit alone, then GPT-2's pattern on the text between digits. In one pattern, a run
+# of spaces before a digit is one piece (it ended a stretch between digits), hence \s+(?=\p{N}).
+SMOLLM_PATTERN = r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
+# Llama 3's (OpenAI's cl100k): contractions in any case, numbers in groups of up to three, newlines apart.
+LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                  r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# llama.cpp's names for pre-tokenizers (GGUF `tokenizer.ggml.pre`).
+PRE_PATTERNS = {"gpt-2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN, "llama-bpe": LLAMA3_PATTERN,
+                "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN}
 GPT2_EOT = "<|endoftext|>"
+# GGUF token types (llama.cpp's llama_token_type) that are whole tokens rather than byte-level pieces.
+GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
 
 
 @dataclass(frozen=True)
@@ -20,10 +31,13 @@ class Tokenizer:
     bos_id: int | None  # start-of-text token, if the model has one
     eos_ids: frozenset[int]  # tokens that end a generation
     add_bos: bool = False  # whether the model expects bos_id before every prompt
+    dropped_ids: frozenset[int] = frozenset()  # stand-ins for bytes the vocabulary lacks (see `fill_missing_bytes`)
 
     def encode(self, text: str, *, special: bool = False) -> list[int]:
         """Token ids of `text`. Special-token text such as <|endoftext|> is ordinary text unless special=True."""
         ids = self.encoding.encode(text, allowed_special="all" if special else set(), disallowed_special=())
+        if self.dropped_ids:  # like Hugging Face's byte-level BPE, bytes with no token are left out
+            ids = [i for i in ids if i not in self.dropped_ids]
         return ([self.bos_id] if self.add_bos and self.bos_id is not None else []) + ids
 
     def piece(self, token_id: int) -> bytes:
@@ -101,3 +115,123 @@ def gpt2_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
     encoding = tiktoken.Encoding(name=f"gpt2:{directory}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                  special_tokens={GPT2_EOT: eot})
     return Tokenizer(encoding, n_vocab=n_vocab, bos_id=None, eos_ids=frozenset({eot}))
+
+
+def fill_missing_bytes(ranks: dict[bytes, int], first_free: int) -> tuple[dict[bytes, int], frozenset[int]]:
+    """Ranks for the single bytes a vocabulary lacks, from `first_free` on, and the ids given to them.
+
+    tiktoken needs a token for every byte, but some vocabularies have none for bytes never seen in
+    training (SmolLM2 lacks 0x04, 0xF1, ...). Hugging Face leaves such bytes out, and so does encode.
+    """
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    extra = {bytes([b]): first_free + n for n, b in enumerate(missing)}
+    return {**ranks, **extra}, frozenset(extra.values())
+
+
+def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, int], pattern: str, *,
+                  n_vocab: int, bos: int | None, eos: set[int], add_bos: bool, where: str) -> Tokenizer:
+    """A byte-level BPE as a tiktoken Encoding: vocab pieces in GPT-2's byte alphabet, special tokens apart."""
+    import tiktoken
+
+    ranks = ranks_from_vocab(vocab, merges, set(special), where)
+    top = max([*ranks.values(), *special.values()])
+    if top >= n_vocab:
+        raise CheckpointError(f"{where}: the tokenizer has {top + 1} tokens but the model only {n_vocab} rows")
+    ranks, dropped = fill_missing_bytes(ranks, n_vocab)
+    encoding = tiktoken.Encoding(name=f"bpe:{where}", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
+    return Tokenizer(encoding, n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos,
+                     dropped_ids=dropped)
+
+
+def gguf_tokenizer(meta: dict, n_vocab: int, where: str) -> Tokenizer:
+    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it)."""
+    model = meta.get("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs only byte-level BPE "
+                             "tokenizers ('gpt2'): pick a model with a GPT-2/Llama 3 style tokenizer")
+    pre = meta.get("tokenizer.ggml.pre", "gpt-2")
+    if pre not in PRE_PATTERNS:
+        raise TokenizerError(f"{where}: pre-tokenizer {pre!r} (tokenizer.ggml.pre) is not supported; "
+                             f"llmx knows {', '.join(PRE_PATTERNS)}")
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        if key not in meta:
+            raise TokenizerError(f"{where} has no {key}: the file's tokenizer is incomplete, convert it again")
+    tokens = meta["tokenizer.ggml.tokens"]
+    types = meta.get("tokenizer.ggml.token_type", [])
+    special = {token: i for i, (token, kind) in enumerate(zip(tokens, types))
+               if kind in (GGUF_CONTROL, GGUF_USER_DEFINED)}
+    eos = {meta[key] for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if key in meta}
+    return bpe_tokenizer({token: i for i, token in enumerate(tokens)}, meta["tokenizer.ggml.merges"], special,
+                         PRE_PATTERNS[pre], n_vocab=n_vocab, bos=meta.get("tokenizer.ggml.bos_token_id"), eos=eos,
+                         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)), where=where)
+
+
+def tokenizer_json_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
+    """A Hub tokenizer.json (byte-level BPE), with tokenizer_config.json's BOS/EOS settings when present."""
+    where = str(directory / "tokenizer.json")
+    data = _read_json(directory / "tokenizer.json")
+    settings = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    model = data.get("model") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or data.get("normalizer") is not None:
+        raise TokenizerError(f"{where}: a {model.get('type')} model with normalizer {data.get('normalizer')} is not "
+                             "supported; llmx runs byte-level BPE tokenizers (GPT-2, SmolLM, Llama 3 style)")
+    pattern = pattern_from_pre_tokenizer(data.get("pre_tokenizer"), where)
+    vocab = model.get("vocab", {})
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]  # "a b" or ["a", "b"]
+    special = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    ids = {**vocab, **special}
+    template_bos = _template_bos(data.get("post_processor"))
+    bos_text = _token_text(settings.get("bos_token")) or template_bos
+    eos = {ids[t] for t in [_token_text(settings.get("eos_token"))] if t in ids} | _config_eos(directory)
+    return bpe_tokenizer(vocab, merges, special, pattern, n_vocab=n_vocab, bos=ids.get(bos_text), eos=eos,
+                         add_bos=bool(settings.get("add_bos_token", template_bos is not None)), where=where)
+
+
+def pattern_from_pre_tokenizer(pre: dict | None, where: str) -> str:
+    """The split regex of a tokenizer.json pre_tokenizer: ByteLevel, Digits + ByteLevel, or Split + ByteLevel."""
+    steps = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else [pre or {}]
+    kinds = [step.get("type") for step in steps]
+    byte_level = steps[-1]
+    if kinds[-1:] == ["ByteLevel"] and not byte_level.get("add_prefix_space"):
+        if kinds == ["ByteLevel"] and byte_level.get("use_regex", True):
+            return GPT2_PATTERN
+        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level.get("use_regex", True):
+            return SMOLLM_PATTERN
+        split = steps[0]
+        if (kinds == ["Split", "ByteLevel"] and "Regex" in split.get("pattern", {}) and not byte_level.get("use_regex")
+                and split.get("behavior") == "Isolated" and not split.get("invert")):
+            return split["pattern"]["Regex"]
+    raise TokenizerError(f"{where}: pre-tokenizer {' + '.join(map(str, kinds))} "
+                         f"({json.dumps(pre)[:120]}) is not supported; llmx reads ByteLevel, "
+                         "Digits + ByteLevel and Split + ByteLevel (without add_prefix_space)")
+
+
+def _template_bos(post_processor: dict | None) -> str | None:
+    """The special token a TemplateProcessing post-processor puts before every text, if any."""
+    steps = (post_processor or {}).get("processors", [post_processor or {}])
+    for step in steps:
+        if step.get("type") == "TemplateProcessing" and step.get("single"):
+            first = step["single"][0]
+            return first["SpecialToken"]["id"] if "SpecialToken" in first else None
+    return None
+
+
+def _token_text(token) -> str | None:
+    """tokenizer_config.json writes a token as its text or as {"content": text, ...}."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def _config_eos(directory: Path) -> set[int]:
+    """config.json's eos_token_id (one id or a list), which may name more end tokens than the tokenizer."""
+    path = directory / "config.json"
+    value = _read_json(path).get("eos_token_id") if path.is_file() else None
+    return set(value) if isinstance(value, list) else ({value} if isinstance(value, int) else set())
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise TokenizerError(f"{path.parent} has no {path.name}: download the model's tokenizer files again")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path} is not valid JSON ({e}): download it again") from None

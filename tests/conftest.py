@@ -69,3 +69,63 @@ def hub_server(tiny_gpt2, pickle_only_repo):
         hub.add_repo("openai-community/gpt2", tiny_gpt2)
         hub.add_repo("someone/pickle-only", pickle_only_repo)
         yield hub
+
+
+GPT2_EOT = "<|endoftext|>"
+
+
+def write_tiny_llama(directory: Path, vocab: Path, *, tied: bool, seed: int = 0, **overrides) -> Path:
+    """A 2-layer, 64-wide Llama with grouped-query attention (4 query heads, 2 key/value heads) and
+    random weights, saved by transformers, with a tokenizer.json built from GPT-2's vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                    rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=tied,
+                    bos_token_id=50256, eos_token_id=50256)
+    settings.update(overrides)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    with torch.no_grad():  # random norm scales, so that a wrongly applied norm weight shows in the logits
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(directory)
+    write_tokenizer_json(directory, vocab)
+    return directory
+
+
+@pytest.fixture(scope="session", params=[True, False], ids=["tied", "untied"])
+def tiny_llama(request, tmp_path_factory, gpt2_vocab) -> Path:
+    """A tiny random Llama (see write_tiny_llama), with tied and with separate input/output embeddings."""
+    name = "tiny-llama-tied" if request.param else "tiny-llama-untied"
+    return write_tiny_llama(tmp_path_factory.mktemp(name), gpt2_vocab, tied=request.param)
+
+
+def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", bos_template: bool = False) -> Path:
+    """tokenizer.json + tokenizer_config.json for GPT-2's BPE with one of the pre-tokenizers llmx reads:
+    "bytelevel" (GPT-2), "digits" (SmolLM: digits apart, then ByteLevel) or "split" (Llama 3's regex)."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(models.BPE.from_file(str(vocab / "vocab.json"), str(vocab / "merges.txt")))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre != "split")
+    llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tokenizer.pre_tokenizer = {
+        "bytelevel": byte_level,
+        "digits": pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]),
+        "split": pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(llama3), behavior="isolated"), byte_level]),
+    }[pre]
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([GPT2_EOT])
+    if bos_template:
+        eot = tokenizer.token_to_id(GPT2_EOT)
+        tokenizer.post_processor = processors.TemplateProcessing(single=f"{GPT2_EOT} $A",
+                                                                 special_tokens=[(GPT2_EOT, eot)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": GPT2_EOT, "eos_token": GPT2_EOT}))
+    return directory
