@@ -108,7 +108,8 @@ Examples:
 @click.argument("text", required=False)
 @model_option
 @layer_option
-@click.option("--head", type=click.IntRange(min=0), help="One head as a full heatmap; without it, every head of the block.")
+@click.option("--head", type=click.IntRange(min=0),
+              help="One head as a full heatmap; without it, every head of the block.")
 @svg_option
 @json_option
 def attention(text, model, layer, head, svg, as_json):
@@ -189,7 +190,8 @@ Examples:
 @click.argument("text", required=False)
 @model_option
 @click.option("--add", required=True, help="Text whose activations are added.")
-@click.option("--sub", required=True, help="Text whose activations are subtracted (padded with spaces to --add's length).")
+@click.option("--sub", required=True,
+              help="Text whose activations are subtracted (padded with spaces to --add's length).")
 @layer_option
 @click.option("--coef", default=5.0, show_default=True, type=float, help="How much of the difference to add.")
 @click.option("--max-tokens", "-n", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),

@@ -116,8 +116,8 @@ def pct(p: float) -> str:
     return f"{round(p * 100)}%" if p >= 0.005 else "<1%"
 
 
-def cut_note(what: str, shown: int, total: int, fix: str) -> Text:
-    return Text(f"{what} 0–{shown - 1} of {total} shown; {fix}", style="italic")
+def cut_note(what: str, shown: int, total: int, fix: str, width: int) -> Text:
+    return wrap(f"{what} 0–{shown - 1} of {total} shown; {fix}", width, style="italic")
 
 
 def present(build, svg: str | None = None, *, to_stdout: bool = True, title: str = "llmx") -> None:
@@ -145,9 +145,9 @@ def lens_view(lens, width: int, color: bool) -> list:
     cell_w = token_w if color else token_w + 5  # plain cells carry the probability: "·the   45%"
     fit = max(1, (width - label_w + 1) // (cell_w + 1))
     shown = lens.positions[:fit]
-    lines = [Text("What the model would predict next if it stopped after each layer (the logit lens)."),
-             Text("Columns are your tokens; rows go from the embeddings (top) to the last block (bottom), "
-                  "whose guess is the model's real prediction."), Text()]
+    lines = [wrap("What the model would predict next if it stopped after each layer (the logit lens). Columns "
+                  "are your tokens; rows go from the embeddings (top) to the last block (bottom), whose guess is "
+                  "the model's real prediction.", width), Text()]
     header = Text("position".ljust(label_w)) + Text(" ".join(str(p).ljust(cell_w) for p in shown).rstrip())
     inputs = Text("input".ljust(label_w)) + Text(" ".join(clip(lens.tokens[p], cell_w).ljust(cell_w)
                                                           for p in shown).rstrip())
@@ -165,9 +165,10 @@ def lens_view(lens, width: int, color: bool) -> list:
         lines.append(line)
     lines.append(Text())
     lines.append(shade_legend("probability of the top token") if color
-                 else Text("each cell: the most likely next token at that layer and position, and its probability"))
+                 else wrap("each cell: the most likely next token at that layer and position, and its probability",
+                           width))
     if len(lens.positions) > fit:
-        lines.append(cut_note("positions", fit, len(lens.positions), "use --position P or a wider terminal"))
+        lines.append(cut_note("positions", fit, len(lens.positions), "use --position P or a wider terminal", width))
     return lines
 
 
@@ -183,8 +184,8 @@ def lens_position_view(lens, width: int, color: bool) -> list:
         cells = [Text(f"{clip(p.token, 10)} {percent(p.prob)}", style=shade(p.prob) if color else "")
                  for p in row[0]]
         table.add_row(name, *cells)
-    lines = [Text(f"After position {position} ({visible(lens.tokens[position])!r}), what the model would predict "
-                  "next if it stopped after each layer:"), table]
+    lines = [wrap(f"After position {position} ({visible(lens.tokens[position])!r}), what the model would predict "
+                  "next if it stopped after each layer:", width), table]
     if color:
         lines.append(shade_legend("probability"))
     return lines
@@ -208,8 +209,8 @@ def attention_head_view(att, width: int, color: bool) -> list:
     labels, label_w = position_labels(att.tokens)
     cell_w = max(3, len(str(n - 1)) + 1)
     fit = max(1, min(n, (width - label_w) // cell_w))
-    lines = [Text(f"Block {att.layer}, head {att.heads[0]}: how much each token (row) reads from each earlier "
-                  "token (column), in percent; each row adds up to 100%."), Text()]
+    lines = [wrap(f"Block {att.layer}, head {att.heads[0]}: how much each token (row) reads from each earlier "
+                  "token (column), in percent; each row adds up to 100%.", width), Text()]
     lines.append(Text(" " * label_w + "".join(str(s).rjust(cell_w) for s in range(fit))))
     for dest in range(fit):
         line = Text(labels[dest].ljust(label_w))
@@ -220,7 +221,7 @@ def attention_head_view(att, width: int, color: bool) -> list:
     lines.append(Text())
     lines.append(shade_legend("attention") if color else Text("blank: a token cannot read later tokens"))
     if n > fit:
-        lines.append(cut_note("positions", fit, n, "use a wider terminal or a shorter text"))
+        lines.append(cut_note("positions", fit, n, "use a wider terminal or a shorter text", width))
     return lines
 
 
@@ -230,8 +231,8 @@ def attention_heads_view(att, width: int, color: bool) -> list:
     labels, label_w = position_labels(att.tokens)
     cell_w = len(str(n - 1)) + 6  # "→12 100%"
     fit = max(1, min(len(att.heads), (width - label_w + 1) // (cell_w + 1)))
-    lines = [Text(f"Block {att.layer}: for each token (row) and head (column), the earlier token that head reads "
-                  "most, and how much of its attention goes there (→3 45%: 45% on position 3)."), Text()]
+    lines = [wrap(f"Block {att.layer}: for each token (row) and head (column), the earlier token that head reads "
+                  "most, and how much of its attention goes there (→3 45%: 45% on position 3).", width), Text()]
     lines.append(Text(" " * label_w + " ".join(f"H{h}".rjust(cell_w) for h in att.heads[:fit])))
     for dest in range(n):
         line = Text(labels[dest].ljust(label_w))
@@ -246,25 +247,27 @@ def attention_heads_view(att, width: int, color: bool) -> list:
     if color:
         lines.append(shade_legend("attention on that token"))
     if len(att.heads) > fit:
-        lines.append(cut_note("heads", fit, len(att.heads), "use --head H or a wider terminal"))
+        lines.append(cut_note("heads", fit, len(att.heads), "use --head H or a wider terminal", width))
     return lines
 
 
 def heads_view(scan, width: int, color: bool) -> list:
     """Heads sorted by induction score, with their scores on the control sequence beside them."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous", "duplicate"):
+    for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous",
+                 "duplicate"):
         table.add_column(name, justify="left" if name in ("layer.head", "│") else "right", no_wrap=True)
     for s in scan.heads:
         scores = (s.induction, s.previous, s.duplicate, s.control_induction, s.control_previous, s.control_duplicate)
         cells = [Text(f"{x:.2f}", style=shade(x) if color else "") for x in scores]
         table.add_row(f"{s.layer}.{s.head}", *cells[:3], "│", *cells[3:])
-    return [Text(f"Each head's average attention on {scan.seq_len} random tokens repeated twice (seed {scan.seed}), "
-                 "strongest induction first:"),
-            Text("  induction: from a repeated token to the token that followed its first copy (copies patterns);"),
-            Text("  previous: to the token just before; duplicate: to the earlier copy of the same token."),
-            Text(f"The control is {2 * scan.seq_len} random tokens that never repeat: real induction and duplicate "
-                 "heads score near 0 there."), Text(),
+    return [wrap(f"Each head's average attention on {scan.seq_len} random tokens repeated twice (seed {scan.seed}), "
+                 "strongest induction first:", width),
+            wrap("induction: from a repeated token to the token that followed its first copy (copies patterns);",
+                 width, "  "),
+            wrap("previous: to the token just before; duplicate: to the earlier copy of the same token.", width, "  "),
+            wrap(f"The control is {2 * scan.seq_len} random tokens that never repeat: real induction and duplicate "
+                 "heads score near 0 there.", width), Text(),
             table] + ([shade_legend("score")] if color else [])
 
 
@@ -282,10 +285,10 @@ def neighbors_view(nb, width: int, color: bool) -> list:
         direct.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
     lines = [Text(f"Token {visible(nb.token)!r} (id {nb.id})"), Text(),
              Text("Nearest tokens by cosine similarity of their embeddings:"), similar, Text(),
-             Text(f"Tokens the embedding itself points to, through {path}:"), direct]
+             wrap(f"Tokens the embedding itself points to, through {path}:", width), direct]
     if nb.tied:
-        lines.append(Text("This model unembeds with its embedding matrix, so a token's embedding tends to point at "
-                          "itself.", style="italic"))
+        lines.append(wrap("This model unembeds with its embedding matrix, so a token's embedding tends to point at "
+                          "itself.", width, style="italic"))
     return lines
 
 
@@ -294,11 +297,11 @@ def steer_view(st, width: int, color: bool) -> list:
     add = "".join(visible(t) for t in st.add_tokens[1:])  # after the start token
     sub = "".join(visible(t) for t in st.sub_tokens[1:])
     norms = ", ".join(f"{x:.1f}" for x in st.vector_norms)
-    lines = [Text(f"Steering vector: ({add!r} − {sub!r}) × {st.coef:g}, the difference of the two prompts' "
+    lines = [wrap(f"Steering vector: ({add!r} − {sub!r}) × {st.coef:g}, the difference of the two prompts' "
                   f"residual streams entering block {st.layer}, each after the start token "
                   f"{visible(st.add_tokens[0])} and padded to {len(st.add_tokens)} tokens. It is added to the "
                   f"prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
-                  f"both continuations use seed {st.seed}."), Text()]
+                  f"both continuations use seed {st.seed}.", width), Text()]
     texts = []
     for run in (st.steered, st.plain):
         t = Text(st.prompt, style="bold" if color else "")
@@ -325,7 +328,8 @@ def explain_view(ex, width: int, color: bool) -> list:
     for name in ("pos", "token", "id", "first numbers of its embedding", "|embedding|", "|position|"):
         tokens.add_column(name, justify="left" if name in ("token", "first numbers of its embedding") else "right")
     for t in ex.tokens:
-        tokens.add_row(str(t.position), visible(t.token), str(t.id), " ".join(f"{x:+.3f}" for x in t.embedding) + " …",
+        numbers = " ".join(f"{x:+.3f}" for x in t.embedding) + " …"
+        tokens.add_row(str(t.position), visible(t.token), str(t.id), numbers,
                        f"{t.embedding_norm:.2f}", "rotary" if t.position_norm is None else f"{t.position_norm:.2f}")
     if ex.positions == "learned":
         where = "Word order comes from a second, learned vector for each position, added to it (|position|)."
@@ -345,34 +349,41 @@ def explain_view(ex, width: int, color: bool) -> list:
     para = partial(indent, width=width)
     kv = f" (sharing {ex.n_kv_head} key/value heads)" if ex.n_kv_head != ex.n_head else ""
     return [
-        step(1, f"Your text becomes {len(ex.tokens)} token{'s' if len(ex.tokens) != 1 else ''}."),
+        step(1, f"Your text becomes {len(ex.tokens)} token{'s' if len(ex.tokens) != 1 else ''}.", width),
         para(f"The model never sees letters, only these ids, from a vocabulary of {ex.n_vocab:,} pieces."),
-        step(2, f"Each token is looked up in an embedding table: a list of {ex.n_embd} numbers that stands for it."),
+        step(2, f"Each token is looked up in an embedding table: a list of {ex.n_embd} numbers that stands for it.",
+             width),
         para(f"{where} |x| is a vector's length."), para(tokens),
         para(f"The last token's vector entering block 0 has length {ex.input_norm:.2f}."),
-        step(3, f"The vectors pass through {ex.n_layer} blocks, each adding to every token's vector."),
+        step(3, f"The vectors pass through {ex.n_layer} blocks, each adding to every token's vector.", width),
         para("In a block, attention lets each token read from itself and earlier tokens, then an MLP reworks "
                "what it has; both add their result to the token's running vector (the residual stream). "
                f"Following the last token, {visible(last.token)!r}, whose vector becomes the prediction: "
                f"where each of the {ex.n_head} attention heads{kv} looks most,"),
         *explain_heads(ex, width - 3, color),
         para("and how much attention and the MLP add to its vector (lengths):"), para(flows),
-        step(4, "The final vector is normalised, scored against every token, and the scores become probabilities."),
+        step(4, "The final vector is normalised, scored against every token, and the scores become probabilities.",
+             width),
         para(f"Final {ARCH_WORDS[ex.norm]}: length {ex.final_norm:.2f}. Unembedding: a {ex.n_vocab:,} × "
                f"{ex.n_embd} matrix{' (the embedding table again)' if ex.tied else ''} gives one score (logit) "
                f"per token. Softmax: probabilities that add up to 1 (entropy {ex.entropy:.2f} bits; "
                f"{ex.n_vocab:,} equally likely tokens would be {math.log2(ex.n_vocab):.2f})."),
-        step(5, f"The most likely next tokens after {visible(last.token)!r}:"), para(top)]
+        step(5, f"The most likely next tokens after {visible(last.token)!r}:", width), para(top)]
 
 
-def step(n: int, text: str) -> Text:
-    return Text(f"\n{n}. {text}", style="bold")
+def step(n: int, text: str, width: int) -> Text:
+    return Text("\n") + wrap(f"{n}. {text}", width, style="bold")
+
+
+def wrap(text: str, width: int, margin: str = "", style: str = "") -> Text:
+    """A paragraph wrapped to the width here, so that no line keeps a trailing space."""
+    return Text(textwrap.fill(text, max(20, width), initial_indent=margin, subsequent_indent=margin), style=style)
 
 
 def indent(part, width: int):
     """A paragraph wrapped three spaces in, or a table moved three spaces in."""
     if isinstance(part, str):
-        return Text(textwrap.fill(part, max(20, width), initial_indent="   ", subsequent_indent="   "))
+        return wrap(part, width, "   ")
     from rich.padding import Padding
 
     return Padding(part, (0, 0, 0, 3), expand=False)
@@ -393,5 +404,6 @@ def explain_heads(ex, width: int, color: bool) -> list:
     if color:
         lines.append(shade_legend("attention on that token"))
     if ex.n_head > fit:
-        lines.append(cut_note("heads", fit, ex.n_head, "see them all with llmx attention TEXT --layer L"))
+        lines.append(cut_note("heads", fit, ex.n_head, "see them all with llmx attention TEXT --layer L",
+                              width))
     return [indent(line, width) for line in lines]

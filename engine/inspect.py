@@ -353,7 +353,8 @@ def steer(lm: LanguageModel, prompt: str, add: str, sub: str, layer: int, coef: 
         for _ in generation:
             pass
         runs.append(Continuation(generation.ids, generation.text, generation.finish_reason))
-    return Steering(prompt=prompt, prompt_ids=prompt_ids, add_ids=add_ids, sub_ids=sub_ids, add_tokens=token_texts(lm, add_ids),
+    return Steering(prompt=prompt, prompt_ids=prompt_ids, add_ids=add_ids, sub_ids=sub_ids,
+                    add_tokens=token_texts(lm, add_ids),
                     sub_tokens=token_texts(lm, sub_ids), layer=layer, coef=coef,
                     vector_norms=np.linalg.norm(delta, axis=-1).tolist(), seed=seed, steered=runs[0], plain=runs[1])
 

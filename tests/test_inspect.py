@@ -133,7 +133,8 @@ def test_random_sequences_repeat_and_control_does_not(lm):
 
 def test_scan_heads_covers_every_head_sorted(lm):
     scan = ins.scan_heads(lm, seq_len=10, seed=0)
-    assert len(scan.heads) == 8 and {(s.layer, s.head) for s in scan.heads} == {(l, h) for l in range(2) for h in range(4)}
+    assert len(scan.heads) == 8
+    assert {(s.layer, s.head) for s in scan.heads} == {(layer, h) for layer in range(2) for h in range(4)}
     assert [s.induction for s in scan.heads] == sorted((s.induction for s in scan.heads), reverse=True)
     pattern = ins.patterns(lm, scan.repeated_ids)[scan.heads[0].layer][scan.heads[0].head]
     assert scan.heads[0].induction == pytest.approx(float(np.mean([pattern[i, i - 9] for i in range(11, 21)])))
