@@ -11,6 +11,7 @@ import sys
 import click
 
 from . import core
+from . import inspect
 
 EPILOG = """\b
 Examples:
@@ -32,6 +33,8 @@ def cli():
 
 
 for command in core.COMMANDS:
+    cli.add_command(command)
+for command in inspect.COMMANDS:
     cli.add_command(command)
 
 

@@ -6,7 +6,10 @@ Colour appears only on a terminal and never with NO_COLOR (Rich checks both).
 
 from __future__ import annotations
 
+import math
 import sys
+import textwrap
+from functools import partial
 
 from rich import box
 from rich.console import Console
@@ -119,3 +122,332 @@ def print_description(info: dict) -> None:
             value = f"{value:,} ({value / 1e6:.0f}M)"
         table.add_row(key.replace("_", " "), str(value))
     stdout_console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the model: explain, lens, attention, heads, neighbors, steer.
+#
+# Each view is `*_view(data, width, color) -> list of renderables`, so that the same drawing goes to
+# the terminal (coloured only on a terminal without NO_COLOR) and, coloured, into an SVG file.
+# Shading by probability always comes with a legend; without colour the numbers are written instead.
+
+SHADES = ("black on rgb(225,235,250)", "black on rgb(170,200,245)", "black on rgb(110,160,235)",
+          "white on rgb(50,100,200)", "white on rgb(15,45,135)")
+SHADE_EDGES = (0.1, 0.3, 0.5, 0.8)  # upper bounds of the first four shades
+SHADE_LABELS = ("<10%", "10–30%", "30–50%", "50–80%", "≥80%")
+
+
+def shade(p: float) -> str:
+    return SHADES[sum(p >= edge for edge in SHADE_EDGES)]
+
+
+def shade_legend(what: str) -> Text:
+    legend = Text(f"{what}: ")
+    for style, label in zip(SHADES, SHADE_LABELS):
+        legend.append(f" {label} ", style=style)
+        legend.append(" ")
+    return legend
+
+
+def clip(text: str, width: int) -> str:
+    """The visible form of a token, cut to `width` characters with an ellipsis."""
+    text = visible(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def pct(p: float) -> str:
+    """A whole percentage for a small cell; '<1%' rather than a misleading 0%."""
+    return f"{round(p * 100)}%" if p >= 0.005 else "<1%"
+
+
+def cut_note(what: str, shown: int, total: int, fix: str, width: int) -> Text:
+    return wrap(f"{what} 0–{shown - 1} of {total} shown; {fix}", width, style="italic")
+
+
+def present(build, svg: str | None = None, *, to_stdout: bool = True, title: str = "llmx") -> None:
+    """Print the view `build(width, color)` on stdout, and save it, coloured, as an SVG when `svg` is a path."""
+    console = stdout_console()
+    if to_stdout:
+        color = console.is_terminal and not console.no_color
+        for part in build(console.width, color):
+            console.print(part)
+    if svg:
+        import io
+
+        recorder = Console(file=io.StringIO(), record=True, width=console.width, force_terminal=True,
+                           color_system="truecolor", no_color=False, highlight=False)
+        for part in build(recorder.width, True):
+            recorder.print(part)
+        recorder.save_svg(svg, title=title)
+        stderr_console().print(f"saved {escape(svg)}")
+
+
+def lens_view(lens, width: int, color: bool) -> list:
+    """The logit lens as a grid: rows are layers, columns positions, each cell the top next token."""
+    label_w = max(len(name) for name in lens.layers) + 2
+    token_w = 8 if color else 6
+    cell_w = token_w if color else token_w + 5  # plain cells carry the probability: "·the   45%"
+    fit = max(1, (width - label_w + 1) // (cell_w + 1))
+    shown = lens.positions[:fit]
+    lines = [wrap("What the model would predict next if it stopped after each layer (the logit lens). Columns "
+                  "are your tokens; rows go from the embeddings (top) to the last block (bottom), whose guess is "
+                  "the model's real prediction.", width), Text()]
+    header = Text("position".ljust(label_w)) + Text(" ".join(str(p).ljust(cell_w) for p in shown).rstrip())
+    inputs = Text("input".ljust(label_w)) + Text(" ".join(clip(lens.tokens[p], cell_w).ljust(cell_w)
+                                                          for p in shown).rstrip())
+    lines += [header, inputs, Text("─" * min(width, label_w + len(shown) * (cell_w + 1) - 1))]
+    for name, row in zip(lens.layers, lens.top):
+        line = Text(name.ljust(label_w))
+        for j, cell in enumerate(row[:fit]):
+            best = cell[0]
+            if j:
+                line.append(" ")
+            if color:
+                line.append(clip(best.token, token_w).ljust(cell_w), style=shade(best.prob))
+            else:
+                line.append(clip(best.token, token_w).ljust(token_w) + pct(best.prob).rjust(5))
+        lines.append(line)
+    lines.append(Text())
+    lines.append(shade_legend("probability of the top token") if color
+                 else wrap("each cell: the most likely next token at that layer and position, and its probability",
+                           width))
+    if len(lens.positions) > fit:
+        lines.append(cut_note("positions", fit, len(lens.positions), "use --position P or a wider terminal", width))
+    return lines
+
+
+def lens_position_view(lens, width: int, color: bool) -> list:
+    """The top-k next tokens at every layer for one position."""
+    position = lens.positions[0]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("layer", no_wrap=True)
+    top = len(lens.top[0][0])
+    for rank in range(1, top + 1):
+        table.add_column(f"#{rank}", no_wrap=True, overflow="ellipsis")
+    for name, row in zip(lens.layers, lens.top):
+        cells = [Text(f"{clip(p.token, 10)} {percent(p.prob)}", style=shade(p.prob) if color else "")
+                 for p in row[0]]
+        table.add_row(name, *cells)
+    lines = [wrap(f"After position {position} ({visible(lens.tokens[position])!r}), what the model would predict "
+                  "next if it stopped after each layer:", width), table]
+    if color:
+        lines.append(shade_legend("probability"))
+    return lines
+
+
+def attention_view(att, width: int, color: bool) -> list:
+    if len(att.heads) == 1:
+        return attention_head_view(att, width, color)
+    return attention_heads_view(att, width, color)
+
+
+def position_labels(tokens: list[str], width: int = 8) -> tuple[list[str], int]:
+    digits = len(str(len(tokens) - 1))
+    labels = [f"{i:>{digits}} {clip(t, width)}" for i, t in enumerate(tokens)]
+    return labels, max(len(label) for label in labels) + 1
+
+
+def attention_head_view(att, width: int, color: bool) -> list:
+    """One head as a heatmap: rows are the tokens attending (destinations), columns the tokens read (sources)."""
+    pattern, n = att.pattern[0], len(att.tokens)
+    labels, label_w = position_labels(att.tokens)
+    cell_w = max(3, len(str(n - 1)) + 1)
+    fit = max(1, min(n, (width - label_w) // cell_w))
+    lines = [wrap(f"Block {att.layer}, head {att.heads[0]}: how much each token (row) reads from each earlier "
+                  "token (column), in percent; each row adds up to 100%.", width), Text()]
+    lines.append(Text(" " * label_w + "".join(str(s).rjust(cell_w) for s in range(fit))))
+    for dest in range(fit):
+        line = Text(labels[dest].ljust(label_w))
+        for src in range(dest + 1):
+            weight = float(pattern[dest, src])
+            line.append(str(round(weight * 100)).rjust(cell_w), style=shade(weight) if color else "")
+        lines.append(line)
+    lines.append(Text())
+    lines.append(shade_legend("attention") if color else Text("blank: a token cannot read later tokens"))
+    if n > fit:
+        lines.append(cut_note("positions", fit, n, "use a wider terminal or a shorter text", width))
+    return lines
+
+
+def attention_heads_view(att, width: int, color: bool) -> list:
+    """Every head of a block at once: for each token and head, the position read most and how much."""
+    n = len(att.tokens)
+    labels, label_w = position_labels(att.tokens)
+    cell_w = len(str(n - 1)) + 6  # "→12 100%"
+    fit = max(1, min(len(att.heads), (width - label_w + 1) // (cell_w + 1)))
+    lines = [wrap(f"Block {att.layer}: for each token (row) and head (column), the earlier token that head reads "
+                  "most, and how much of its attention goes there (→3 45%: 45% on position 3).", width), Text()]
+    lines.append(Text(" " * label_w + " ".join(f"H{h}".rjust(cell_w) for h in att.heads[:fit])))
+    for dest in range(n):
+        line = Text(labels[dest].ljust(label_w))
+        for j in range(fit):
+            row = att.pattern[j, dest]
+            src = int(row.argmax())
+            if j:
+                line.append(" ")
+            line.append(f"→{src} {pct(float(row[src]))}".rjust(cell_w), style=shade(float(row[src])) if color else "")
+        lines.append(line)
+    lines.append(Text())
+    if color:
+        lines.append(shade_legend("attention on that token"))
+    if len(att.heads) > fit:
+        lines.append(cut_note("heads", fit, len(att.heads), "use --head H or a wider terminal", width))
+    return lines
+
+
+def heads_view(scan, width: int, color: bool) -> list:
+    """Heads sorted by induction score, with their scores on the control sequence beside them."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous",
+                 "duplicate"):
+        table.add_column(name, justify="left" if name in ("layer.head", "│") else "right", no_wrap=True)
+    for s in scan.heads:
+        scores = (s.induction, s.previous, s.duplicate, s.control_induction, s.control_previous, s.control_duplicate)
+        cells = [Text(f"{x:.2f}", style=shade(x) if color else "") for x in scores]
+        table.add_row(f"{s.layer}.{s.head}", *cells[:3], "│", *cells[3:])
+    return [wrap(f"Each head's average attention on {scan.seq_len} random tokens repeated twice (seed {scan.seed}), "
+                 "strongest induction first:", width),
+            wrap("induction: from a repeated token to the token that followed its first copy (copies patterns);",
+                 width, "  "),
+            wrap("previous: to the token just before; duplicate: to the earlier copy of the same token.", width, "  "),
+            wrap(f"The control is {2 * scan.seq_len} random tokens that never repeat: real induction and duplicate "
+                 "heads score near 0 there.", width), Text(),
+            table] + ([shade_legend("score")] if color else [])
+
+
+def neighbors_view(nb, width: int, color: bool) -> list:
+    similar = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("rank", "id", "token", "cosine"):
+        similar.add_column(name, justify="left" if name == "token" else "right")
+    for rank, n in enumerate(nb.similar, 1):
+        similar.add_row(str(rank), str(n.id), visible(n.token), f"{n.similarity:.3f}")
+    path = "final norm, then the unembedding" if nb.through_norm else "the unembedding (no final norm)"
+    direct = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("rank", "id", "token", "prob", "logit"):
+        direct.add_column(name, justify="left" if name == "token" else "right")
+    for p in nb.unembedded:
+        direct.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
+    lines = [Text(f"Token {visible(nb.token)!r} (id {nb.id})"), Text(),
+             Text("Nearest tokens by cosine similarity of their embeddings:"), similar, Text(),
+             wrap(f"Tokens the embedding itself points to, through {path}:", width), direct]
+    if nb.tied:
+        lines.append(wrap("This model unembeds with its embedding matrix, so a token's embedding tends to point at "
+                          "itself.", width, style="italic"))
+    return lines
+
+
+def steer_view(st, width: int, color: bool) -> list:
+    """Steered and plain continuations of the same prompt with the same seed, side by side when they fit."""
+    add = "".join(visible(t) for t in st.add_tokens[1:])  # after the start token
+    sub = "".join(visible(t) for t in st.sub_tokens[1:])
+    norms = ", ".join(f"{x:.1f}" for x in st.vector_norms)
+    lines = [wrap(f"Steering vector: ({add!r} − {sub!r}) × {st.coef:g}, the difference of the two prompts' "
+                  f"residual streams entering block {st.layer}, each after the start token "
+                  f"{visible(st.add_tokens[0])} and padded to {len(st.add_tokens)} tokens. It is added to the "
+                  f"prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
+                  f"both continuations use seed {st.seed}.", width), Text()]
+    texts = []
+    for run in (st.steered, st.plain):
+        t = Text(st.prompt, style="bold" if color else "")
+        t.append(run.text)
+        texts.append(t)
+    if width >= 80:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True)
+        table.add_column("steered", ratio=1, overflow="fold")
+        table.add_column("plain", ratio=1, overflow="fold")
+        table.add_row(*texts)
+        lines.append(table)
+    else:
+        lines += [Text("steered:", style="bold"), texts[0], Text(), Text("plain:", style="bold"), texts[1]]
+    return lines
+
+
+ARCH_WORDS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "gelu": "GELU", "swiglu": "SwiGLU"}
+
+
+def explain_view(ex, width: int, color: bool) -> list:
+    """One prediction step by step: short plain sentences between the numbers."""
+    last = ex.tokens[-1]
+    tokens = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("pos", "token", "id", "first numbers of its embedding", "|embedding|", "|position|"):
+        tokens.add_column(name, justify="left" if name in ("token", "first numbers of its embedding") else "right")
+    for t in ex.tokens:
+        numbers = " ".join(f"{x:+.3f}" for x in t.embedding) + " …"
+        tokens.add_row(str(t.position), visible(t.token), str(t.id), numbers,
+                       f"{t.embedding_norm:.2f}", "rotary" if t.position_norm is None else f"{t.position_norm:.2f}")
+    if ex.positions == "learned":
+        where = "Word order comes from a second, learned vector for each position, added to it (|position|)."
+    else:
+        where = ("Word order is not added here: positions are rotary, applied inside attention by rotating "
+                 "each head's queries and keys by an angle that grows with the position.")
+    flows = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("block", "|attention adds|", "|MLP adds|", "|stream| after"):
+        flows.add_column(name, justify="right")
+    for b in ex.blocks:
+        flows.add_row(str(b.layer), f"{b.attn_norm:.2f}", f"{b.mlp_norm:.2f}", f"{b.resid_norm:.2f}")
+    top = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("rank", "id", "token", "prob", "logit"):
+        top.add_column(name, justify="left" if name == "token" else "right")
+    for p in ex.top:
+        top.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
+    para = partial(indent, width=width)
+    kv = f" (sharing {ex.n_kv_head} key/value heads)" if ex.n_kv_head != ex.n_head else ""
+    return [
+        step(1, f"Your text becomes {len(ex.tokens)} token{'s' if len(ex.tokens) != 1 else ''}.", width),
+        para(f"The model never sees letters, only these ids, from a vocabulary of {ex.n_vocab:,} pieces."),
+        step(2, f"Each token is looked up in an embedding table: a list of {ex.n_embd} numbers that stands for it.",
+             width),
+        para(f"{where} |x| is a vector's length."), para(tokens),
+        para(f"The last token's vector entering block 0 has length {ex.input_norm:.2f}."),
+        step(3, f"The vectors pass through {ex.n_layer} blocks, each adding to every token's vector.", width),
+        para("In a block, attention lets each token read from itself and earlier tokens, then an MLP reworks "
+               "what it has; both add their result to the token's running vector (the residual stream). "
+               f"Following the last token, {visible(last.token)!r}, whose vector becomes the prediction: "
+               f"where each of the {ex.n_head} attention heads{kv} looks most,"),
+        *explain_heads(ex, width - 3, color),
+        para("and how much attention and the MLP add to its vector (lengths):"), para(flows),
+        step(4, "The final vector is normalised, scored against every token, and the scores become probabilities.",
+             width),
+        para(f"Final {ARCH_WORDS[ex.norm]}: length {ex.final_norm:.2f}. Unembedding: a {ex.n_vocab:,} × "
+               f"{ex.n_embd} matrix{' (the embedding table again)' if ex.tied else ''} gives one score (logit) "
+               f"per token. Softmax: probabilities that add up to 1 (entropy {ex.entropy:.2f} bits; "
+               f"{ex.n_vocab:,} equally likely tokens would be {math.log2(ex.n_vocab):.2f})."),
+        step(5, f"The most likely next tokens after {visible(last.token)!r}:", width), para(top)]
+
+
+def step(n: int, text: str, width: int) -> Text:
+    return Text("\n") + wrap(f"{n}. {text}", width, style="bold")
+
+
+def wrap(text: str, width: int, margin: str = "", style: str = "") -> Text:
+    """A paragraph wrapped to the width here, so that no line keeps a trailing space."""
+    return Text(textwrap.fill(text, max(20, width), initial_indent=margin, subsequent_indent=margin), style=style)
+
+
+def indent(part, width: int):
+    """A paragraph wrapped three spaces in, or a table moved three spaces in."""
+    if isinstance(part, str):
+        return wrap(part, width, "   ")
+    from rich.padding import Padding
+
+    return Padding(part, (0, 0, 0, 3), expand=False)
+
+
+def explain_heads(ex, width: int, color: bool) -> list:
+    """Rows are blocks, columns heads: the token each head of the last position attends to most, and how much."""
+    label_w, cell_w = len(f"block {ex.n_layer - 1}") + 2, 11  # "·name   45%"
+    fit = max(1, min(ex.n_head, (width - label_w - 2) // (cell_w + 1)))
+    lines = [Text(" " * label_w + " ".join(f"head {h}".ljust(cell_w) for h in range(fit)).rstrip())]
+    for b in ex.blocks:
+        line = Text(f"block {b.layer}".ljust(label_w))
+        for h in b.heads[:fit]:
+            if h.head:
+                line.append(" ")
+            line.append(clip(h.token, 6).ljust(7) + pct(h.weight).rjust(4), style=shade(h.weight) if color else "")
+        lines.append(line)
+    if color:
+        lines.append(shade_legend("attention on that token"))
+    if ex.n_head > fit:
+        lines.append(cut_note("heads", fit, ex.n_head, "see them all with llmx attention TEXT --layer L",
+                              width))
+    return [indent(line, width) for line in lines]
