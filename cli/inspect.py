@@ -194,7 +194,7 @@ Examples:
               help="Text whose activations are subtracted (padded with spaces to --add's length).")
 @layer_option
 @click.option("--coef", default=5.0, show_default=True, type=float, help="How much of the difference to add.")
-@click.option("--max-tokens", "-n", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),
+@click.option("--max-tokens", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate for each continuation.")
 @click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Sampling temperature; 0 always picks the most likely token.")

@@ -304,3 +304,20 @@ def test_unsupported_tensor_type(tmp_path, tiny_llama, gpt2_vocab):
     with pytest.raises(CheckpointError) as error:
         load(str(path))
     assert_one_line(error, "blk.0.ffn_up.weight", "Q5_0", "Q4_1")
+
+
+def test_smollm2_has_induction_heads(smollm):
+    from llmx.engine.inspect import scan_heads
+
+    scan = scan_heads(smollm, seq_len=40, seed=0)
+    best = scan.heads[0]
+    assert best.induction > 0.5, best
+    assert max(h.control_induction for h in scan.heads) < 0.1
+
+
+def test_llmx_continue_on_the_gguf_file_says_paris(smollm_path):
+    from test_cli import run
+
+    r = run("continue", "-m", str(smollm_path), "The capital of France is", "--temperature", "0",
+            "--max-tokens", "3")
+    assert r.exit_code == 0 and r.stdout.startswith(" Paris"), r

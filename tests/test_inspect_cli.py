@@ -110,7 +110,7 @@ def test_neighbors_view_and_json(m):
 
 
 def test_steer_side_by_side_or_one_after_the_other(m):
-    args = ("steer", *m, "I hate you because", "--add", " Love", "--sub", " Hate", "--layer", "1", "-n", "6")
+    args = ("steer", *m, "I hate you because", "--add", " Love", "--sub", " Hate", "--layer", "1", "--max-tokens", "6")
     wide = run(*args)
     assert wide.exit_code == 0, wide.stderr
     assert any(line.split() == ["steered", "plain"] for line in wide.stdout.splitlines())
@@ -119,7 +119,7 @@ def test_steer_side_by_side_or_one_after_the_other(m):
 
 
 def test_steer_json_and_coef_zero_is_plain(m):
-    args = ("steer", *m, "I hate you because", "--add", " Love", "--sub", " Hate", "--layer", "1", "-n", "6")
+    args = ("steer", *m, "I hate you because", "--add", " Love", "--sub", " Hate", "--layer", "1", "--max-tokens", "6")
     data = json_of(*args, "--coef", "0")
     assert set(data) == {"model", "prompt", "prompt_ids", "add_ids", "sub_ids", "add_tokens", "sub_tokens", "layer",
                          "coef", "vector_norms", "seed", "steered", "plain"}
@@ -147,7 +147,7 @@ def test_explain_plain_language_and_numbers(m):
 @pytest.mark.parametrize("command", [
     ["explain", TEXT], ["lens", TEXT], ["lens", TEXT, "-p", "0"], ["attention", TEXT, "--layer", "0"],
     ["attention", TEXT, "--layer", "0", "--head", "0"], ["heads", "--seq-len", "5"], ["neighbors", " my"],
-    ["steer", TEXT, "--add", "a", "--sub", "b", "--layer", "0", "-n", "3"]])
+    ["steer", TEXT, "--add", "a", "--sub", "b", "--layer", "0", "--max-tokens", "3"]])
 def test_svg_saves_the_coloured_view(m, tmp_path, command):
     path = tmp_path / "view.svg"
     r = run(*command[:1], *m, *command[1:], "--svg", str(path))
