@@ -145,7 +145,7 @@ def norm(x: np.ndarray, p: Norm, cfg: Config) -> np.ndarray:
     return rms_norm(x, p.g, cfg.norm_eps)
 
 
-def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, record) -> np.ndarray:
+def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record) -> np.ndarray:
     """Causal multi-head attention over the cached positions and the new ones; heads batched."""
     n_seq, d_head = x.shape[0], cfg.d_head
     n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
@@ -153,9 +153,8 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, record) -> n
     q = qkv[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
     k = qkv[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, n_seq, d_head]
     v = qkv[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
-    if cfg.rope_theta is not None:
-        cos, sin = rope_tables(np.arange(start, start + n_seq), d_head, cfg.rope_theta)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if rope is not None:  # rotary positions: rotate queries and keys by their positions' angles
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     record("attn.q", q.transpose(1, 0, 2))  # TransformerLens order: [pos, head, d_head]
     record("attn.k", k.transpose(1, 0, 2))
     record("attn.v", v.transpose(1, 0, 2))
@@ -189,10 +188,10 @@ def mlp(x: np.ndarray, blk: Block, cfg: Config, record) -> np.ndarray:
     return linear(h, blk.mlp_c_proj)  # [n_seq, n_embd]
 
 
-def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, record) -> np.ndarray:
+def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record) -> np.ndarray:
     """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x))."""
     record("resid_pre", x)
-    attn_out = attention(norm(x, blk.ln_1, cfg), blk, cfg, k_buf, v_buf, start, record)
+    attn_out = attention(norm(x, blk.ln_1, cfg), blk, cfg, k_buf, v_buf, start, rope, record)
     record("attn_out", attn_out)
     x = x + attn_out
     record("resid_mid", x)
@@ -224,6 +223,8 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     if end > cfg.n_ctx:
         raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
     record = _recorder(trace, "")
+    # cos and sin of the new positions' rotary angles, shared by every block; None with learned positions
+    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta) if cfg.rope_theta is not None else None
 
     x = weights.wte[ids]  # [n_seq, n_embd]
     record("embed", x)
@@ -234,7 +235,7 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     for i, blk in enumerate(weights.blocks):
         if steer is not None and steer.layer == i:
             x = add_to_residual(x, steer.delta, start)
-        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, _recorder(trace, f"blocks.{i}."))
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, _recorder(trace, f"blocks.{i}."))
     if not all_logits:
         x = x[-1:]
     x = norm(x, weights.ln_f, cfg)

@@ -78,11 +78,11 @@ def ranks_from_vocab(vocab: dict[str, int], merges: list[str], special: set[str]
     tiktoken merges the pair whose result has the lowest rank, Hugging Face the pair whose merge
     comes first; the two agree when ids grow in merge order, which is checked here.
     """
-    decoder = byte_decoder()
-    try:
-        ranks = {bytes(decoder[c] for c in token): i for token, i in vocab.items() if token not in special}
-    except KeyError as e:
-        raise TokenizerError(f"{where}: token piece {e} is not byte-level BPE") from None
+    to_latin1 = str.maketrans({c: chr(b) for c, b in byte_decoder().items()})  # each byte as U+0000..U+00FF
+    try:  # translate + encode run in C: several times faster than a Python loop over every character
+        ranks = {token.translate(to_latin1).encode("latin-1"): i for token, i in vocab.items() if token not in special}
+    except UnicodeEncodeError as e:
+        raise TokenizerError(f"{where}: token piece {e.object!r} is not byte-level BPE") from None
     previous = -1
     for line in merges:
         left, _, right = line.partition(" ")
