@@ -10,12 +10,13 @@ import sys
 
 import click
 
-from . import core
+from . import core, score
 
 EPILOG = """\b
 Examples:
   llmx tokenize "Hullo, my name is"
   llmx predict "Hullo, my name is" --top 10
+  llmx score "Hullo, my name is"
   echo "Hullo, my name is" | llmx continue --seed 1
 """
 
@@ -31,7 +32,7 @@ def cli():
     """
 
 
-for command in core.COMMANDS:
+for command in [*core.COMMANDS, score.score]:
     cli.add_command(command)
 
 
