@@ -101,9 +101,12 @@ def score(model, ids: list[int], *, bos: bool = False, stride: int | None = None
 
 
 def target_logprobs(logits: np.ndarray, targets: list[int], rows: int = 64) -> list[float]:
-    """log softmax(logits[j])[targets[j]] for each j, in float64, a few rows at a time to bound memory."""
+    """log softmax(logits[j])[targets[j]] for each j, a few rows at a time to bound memory.
+
+    float32 is enough: log_softmax subtracts the max first, and its sum over the vocabulary is pairwise.
+    """
     out = []
     for s in range(0, len(targets), rows):
-        chunk = log_softmax(logits[s:s + rows].astype(np.float64))  # [rows, n_vocab]
-        out.extend(chunk[np.arange(len(chunk)), targets[s:s + rows]].tolist())
+        chunk = log_softmax(logits[s:s + rows])  # [rows, n_vocab]
+        out.extend(chunk[np.arange(len(chunk)), targets[s:s + rows]].astype(np.float64).tolist())
     return out
