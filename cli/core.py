@@ -185,9 +185,10 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
 
         prompt = with_context(lm.tokenizer, context, text, lm.config.n_ctx - max_tokens)
         if prompt.dropped:
+            whole = " (all of it)" if prompt.dropped == prompt.context_tokens else ""
             notice(f"the context ({prompt.context_tokens} tokens) and the question do not fit the model's "
                    f"context of {lm.config.n_ctx} tokens with --max-tokens {max_tokens}: dropped the first "
-                   f"{prompt.dropped} tokens of the context" + (" (all of it)" * (prompt.dropped == prompt.context_tokens)))
+                   f"{prompt.dropped} tokens of the context{whole}")
         ids = prompt.ids
     return lm.generate(ids, max_tokens, on_notice=notice, **options)
 

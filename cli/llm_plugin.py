@@ -96,7 +96,7 @@ class LlmxModel(llm.Model):
     class Options(llm.Options):
         max_tokens: Optional[int] = Field(None, ge=0, description=f"Most tokens to generate (default {MAX_TOKENS})")
         temperature: Optional[float] = Field(
-            None, ge=0, description=f"Sampling temperature; 0 always picks the most likely token (default {TEMPERATURE})")
+            None, ge=0, description=f"Sampling temperature; 0 picks the most likely token (default {TEMPERATURE})")
         top_k: Optional[int] = Field(None, ge=1, description="Sample only from the k most likely tokens")
         top_p: Optional[float] = Field(
             None, gt=0, le=1, description="Sample only from the most likely tokens whose probabilities add up to p")

@@ -36,7 +36,8 @@ def test_llm_models_lists_configured_short_and_cached_models(env, tiny_gpt2):
     r = llm_cli(env, "models")
     assert r.returncode == 0, r.stderr
     ours = [line for line in r.stdout.splitlines() if line.startswith("llmx: ")]
-    assert ours == [f"llmx: tiny (aliases: {tiny_gpt2})", "llmx: from-file",  # its alias, the same directory, is tiny's already
+    # from-file has no alias: its directory is already tiny's alias
+    assert ours == [f"llmx: tiny (aliases: {tiny_gpt2})", "llmx: from-file",
                     "llmx: gpt2 (aliases: openai-community/gpt2)",
                     "llmx: gpt2-medium (aliases: openai-community/gpt2-medium)",
                     "llmx: gpt2-large (aliases: openai-community/gpt2-large)",
@@ -71,4 +72,5 @@ def test_entries_are_named_by_file_name_or_explicitly(tmp_path):
     gguf.touch()
     assert parse_entry(str(gguf)) == Entry("SmolLM2.Q4_1", str(gguf), (str(gguf),))
     assert parse_entry(f"smol = {gguf}") == Entry("smol", str(gguf), (str(gguf),))
-    assert parse_entry("HuggingFaceTB/SmolLM2-135M") == Entry("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M")
+    hub_id = "HuggingFaceTB/SmolLM2-135M"
+    assert parse_entry(hub_id) == Entry(hub_id, hub_id)
