@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .inputs import json_option, load_model, model_option, read_text, warn
+from .batch import batch_options, is_batch, run_batch
+from .inputs import json_option, load_model, model_option, read_file, read_text, warn
 from .engine.errors import InputError
 
 
@@ -72,32 +73,46 @@ def parse_ids(text: str) -> list[int]:
 Examples:
   llmx predict "Hullo, my name is"
   llmx predict "The capital of France is" --top 5 --json | jq '.predictions[0]'
+  llmx predict --jsonl --lines --top 1 < prompts.txt
 """)
 @click.argument("text", required=False)
 @model_option
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many tokens to show.")
 @json_option
-def predict(text, model, top, as_json):
+@batch_options
+def predict(text, model, top, as_json, jsonl, lines):
     """Show the most likely next tokens after TEXT, with probabilities and logits.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT predicts the first token.
     """
+    if is_batch(text, jsonl, lines):
+        lm = load_model(model)
+        run_batch(jsonl, lines, lambda t, notice: predictions_json(model, *predict_text(lm, t, top, notice)))
+        return
     text = read_text(text)
     lm = load_model(model)
-    ids = lm.prompt_ids(text)
-    if len(ids) > lm.config.n_ctx:
-        warn(f"the text has {len(ids)} tokens, more than the model's context of {lm.config.n_ctx}: "
-             f"predicting from the last {lm.config.n_ctx}")
-        ids = ids[-lm.config.n_ctx:]
-    predictions = lm.predict(ids, top)
+    ids, predictions = predict_text(lm, text, top, warn)
     if as_json:
-        emit_json({"model": model, "prompt_tokens": len(ids),
-                   "predictions": [{"rank": p.rank, "id": p.id, "token": p.token, "prob": p.prob, "logit": p.logit}
-                                   for p in predictions]})
+        emit_json(predictions_json(model, ids, predictions))
     else:
         from .render import print_predictions
 
         print_predictions(predictions, len(ids))
+
+
+def predict_text(lm, text: str, top: int, notice):
+    ids = lm.prompt_ids(text)
+    if len(ids) > lm.config.n_ctx:
+        notice(f"the text has {len(ids)} tokens, more than the model's context of {lm.config.n_ctx}: "
+               f"predicting from the last {lm.config.n_ctx}")
+        ids = ids[-lm.config.n_ctx:]
+    return ids, lm.predict(ids, top)
+
+
+def predictions_json(model: str, ids: list[int], predictions) -> dict:
+    return {"model": model, "prompt_tokens": len(ids),
+            "predictions": [{"rank": p.rank, "id": p.id, "token": p.token, "prob": p.prob, "logit": p.logit}
+                            for p in predictions]}
 
 
 @click.command("continue", epilog="""\b
@@ -105,6 +120,8 @@ Examples:
   llmx continue "How high is Mt. Everest?" --max-tokens 40
   echo "Hullo, my name is" | llmx continue --seed 1 | wc -w
   llmx continue "Q: What is 2+2?\\nA:" --temperature 0 --stop "\\n"
+  grep -i everest notes.txt | llmx continue --context - "Q: How high is Mt. Everest?" --max-tokens 20
+  llmx continue --jsonl questions.jsonl --seed 1 --max-tokens 20 > answers.jsonl
 """)
 @click.argument("text", required=False)
 @model_option
@@ -118,25 +135,35 @@ Examples:
 @click.option("--seed", type=int, help="Random seed: the same seed gives the same continuation.")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable; \\n and \\t are understood).")
 @click.option("--echo", is_flag=True, help="Print the prompt before the continuation.")
+@click.option("--context", metavar="FILE",
+              help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
+                   "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
 @json_option
-def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, as_json):
+@batch_options
+def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, as_json, jsonl, lines):
     """Continue TEXT, streaming tokens to stdout as they are sampled.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT starts from <|endoftext|>.
+    With --context, TEXT is a question about the context (retrieval-augmented prompts).
     """
     from .engine import Sampling
 
-    text = read_text(text)
-    sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-    stop = tuple(s.encode().decode("unicode_escape") if "\\" in s else s for s in stop)
+    batch = is_batch(text, jsonl, lines)
+    if context == "-" and (jsonl == "-" if batch else text in (None, "-")):
+        raise click.UsageError("--context - reads the context from stdin, so give the question as TEXT "
+                               "(or the --jsonl input as a file)")
+    context = read_file(context) if context is not None else None
+    text = None if batch else read_text(text)
+    options = dict(sampling=Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed=seed,
+                   stop=tuple(s.encode().decode("unicode_escape") if "\\" in s else s for s in stop))
     lm = load_model(model)
-    generation = lm.generate(lm.prompt_ids(text), max_tokens, sampling=sampling, seed=seed, stop=stop,
-                             on_notice=warn)
+    if batch:
+        run_batch(jsonl, lines, lambda t, notice: generation_json(
+            model, finish(start_generation(lm, t, context, max_tokens, notice, **options))))
+        return
+    generation = start_generation(lm, text, context, max_tokens, warn, **options)
     if as_json:
-        for _ in generation:
-            pass
-        emit_json({"model": model, "text": generation.text, "ids": generation.ids,
-                   "finish_reason": generation.finish_reason})
+        emit_json(generation_json(model, finish(generation)))
         return
     out = sys.stdout
     if echo:
@@ -147,6 +174,34 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     if not ((text if echo else "") + generation.text).endswith("\n"):
         out.write("\n")
     out.flush()
+
+
+def start_generation(lm, text: str, context: str | None, max_tokens: int, notice, **options):
+    """A `Generation` continuing TEXT, after the context if there is one (cut from its start to fit)."""
+    if context is None:
+        ids = lm.prompt_ids(text)
+    else:
+        from .engine import with_context
+
+        prompt = with_context(lm.tokenizer, context, text, lm.config.n_ctx - max_tokens)
+        if prompt.dropped:
+            whole = " (all of it)" if prompt.dropped == prompt.context_tokens else ""
+            notice(f"the context ({prompt.context_tokens} tokens) and the question do not fit the model's "
+                   f"context of {lm.config.n_ctx} tokens with --max-tokens {max_tokens}: dropped the first "
+                   f"{prompt.dropped} tokens of the context{whole}")
+        ids = prompt.ids
+    return lm.generate(ids, max_tokens, on_notice=notice, **options)
+
+
+def finish(generation):
+    for _ in generation:
+        pass
+    return generation
+
+
+def generation_json(model: str, generation) -> dict:
+    return {"model": model, "text": generation.text, "ids": generation.ids, "finish_reason": generation.finish_reason}
+
 
 
 @click.group(invoke_without_command=True, epilog="""\b

@@ -24,13 +24,27 @@ def read_text(text: str | None) -> str:
         return text
     if text is None and sys.stdin.isatty():
         raise click.UsageError("no text given: pass TEXT as an argument or pipe it on stdin")
-    data = sys.stdin.buffer.read()
-    try:
-        decoded = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"standard input is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): "
-                         "convert it first, e.g. with `iconv -t utf-8`") from None
+    decoded = decode_utf8(sys.stdin.buffer.read(), "standard input")
     return decoded[:-2] if decoded.endswith("\r\n") else decoded.removesuffix("\n")
+
+
+def read_file(name: str) -> str:
+    """The text of file `name`, or of standard input when it is '-'."""
+    if name == "-":
+        return decode_utf8(sys.stdin.buffer.read(), "standard input")
+    try:
+        with open(name, "rb") as f:
+            return decode_utf8(f.read(), name)
+    except OSError as e:
+        raise InputError(f"cannot read {name}: {e.strerror}") from None
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{where} is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): "
+                         "convert it first, e.g. with `iconv -t utf-8`") from None
 
 
 def load_model(name: str):

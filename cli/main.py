@@ -10,13 +10,13 @@ import sys
 
 import click
 
-from . import core
-from . import inspect
+from . import core, inspect, score
 
 EPILOG = """\b
 Examples:
   llmx tokenize "Hullo, my name is"
   llmx predict "Hullo, my name is" --top 10
+  llmx score "Hullo, my name is"
   echo "Hullo, my name is" | llmx continue --seed 1
 """
 
@@ -32,9 +32,7 @@ def cli():
     """
 
 
-for command in core.COMMANDS:
-    cli.add_command(command)
-for command in inspect.COMMANDS:
+for command in [*core.COMMANDS, score.score, *inspect.COMMANDS]:
     cli.add_command(command)
 
 

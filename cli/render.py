@@ -451,3 +451,51 @@ def explain_heads(ex, width: int, color: bool) -> list:
         lines.append(cut_note("heads", fit, ex.n_head, "see them all with llmx attention TEXT --layer L",
                               width))
     return [indent(line, width) for line in lines]
+
+
+# Surprisal in bits, from "the model saw it coming" to "the model was astonished": (upper bound, style).
+SURPRISAL_STYLES = ((1, "black on rgb(170,230,170)"), (2, "black on rgb(210,240,170)"),
+                    (4, "black on rgb(250,240,160)"), (8, "black on rgb(255,210,150)"),
+                    (16, "black on rgb(255,170,140)"), (float("inf"), "white on rgb(190,50,50)"))
+UNSCORED_STYLE = "dim"
+
+
+def surprisal_style(bits: float | None) -> str:
+    return UNSCORED_STYLE if bits is None else next(style for bound, style in SURPRISAL_STYLES if bits < bound)
+
+
+def surprisal_legend() -> Text:
+    legend = Text("surprisal in bits: ")
+    low = 0
+    for bound, style in SURPRISAL_STYLES:
+        legend.append(f" {low}–{bound} " if bound != float("inf") else f" ≥{low} ", style=style)
+        low = bound
+    legend.append("  ")
+    legend.append(" not scored ", style=UNSCORED_STYLE)
+    return legend
+
+
+def print_score(score) -> None:
+    """A `Score`: on a terminal the text coloured by surprisal with a legend; then a table and the totals."""
+    console = stdout_console()
+    if console.is_terminal and not console.no_color:
+        view = Text()
+        for t in score.tokens:
+            view.append(visible(t.piece), style=surprisal_style(t.bits))
+        console.print(view)
+        console.print(surprisal_legend())
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for name in ("index", "id", "token", "logprob", "bits"):
+        table.add_column(name, justify="left" if name == "token" else "right")
+    for i, t in enumerate(score.tokens):
+        style = surprisal_style(t.bits) if t.bits is not None else UNSCORED_STYLE
+        table.add_row(str(i), str(t.id), visible(t.piece), "—" if t.logprob is None else f"{t.logprob:.3f}",
+                      Text("—" if t.bits is None else f"{t.bits:.2f}", style=style))
+    console.print(table)
+    scored = len(score.scored)
+    first = "" if scored == len(score.tokens) else " (the first has no context: --bos scores it too)"
+    console.print(f"{scored} of {len(score.tokens)} tokens scored{first}, {score.n_bytes} bytes"
+                  + (f", in {score.windows} windows" if score.windows > 1 else ""))
+    console.print(f"mean NLL       {score.mean_nll:.4f} nats/token")
+    console.print(f"perplexity     {score.perplexity:.2f}")
+    console.print(f"bits per byte  {score.bits_per_byte:.4f}")

@@ -5,6 +5,7 @@
     ids = model.prompt_ids("Hullo, my name is")
     for p in model.predict(ids, top=5): print(p.token, p.prob)
     for step in model.generate(ids, max_tokens=20, seed=1): print(step.text, end="")
+    print(model.score(model.tokenizer.encode("Hullo, my name is")).perplexity)
 
 Names are imported on first use, so that importing the package (for its errors, say) does not
 load NumPy: `llmx --help` stays fast.
@@ -17,6 +18,8 @@ _HOME = {
     "LanguageModel": "lm", "Prediction": "lm",
     "Generation": "generate", "Step": "generate",
     "Sampling": "sampling",
+    "Score": "score", "TokenScore": "score",
+    "ContextPrompt": "prompting", "with_context": "prompting",
     "Config": "model", "Weights": "model", "KVCache": "model", "Trace": "model", "Steer": "model", "forward": "model",
     "LlmxError": "errors", "ModelNotFoundError": "errors", "CheckpointError": "errors", "TokenizerError": "errors",
     "InputError": "errors",

@@ -145,6 +145,19 @@ class CachedModel:
     snapshot: Path  # the folder `main` points to (else the newest snapshot)
     last_modified: float  # seconds since the epoch, when a file of it last changed
 
+    @property
+    def loadable(self) -> bool:
+        """Whether the snapshot has a supported config, safetensors weights and tokenizer files (no download)."""
+        try:
+            model_type = json.loads((self.snapshot / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return False
+        if model_type not in TOKENIZER_FILES:
+            return False
+        weights = any((self.snapshot / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+        return weights and all((self.snapshot / name).is_file()
+                               for name in TOKENIZER_FILES[model_type] if name not in OPTIONAL_FILES)
+
 
 def cached_models(cache_dir: str | Path | None = None) -> list[CachedModel]:
     """The model repos in the HF cache (default: $HF_HOME/hub), sorted by id; [] when there is no cache yet."""

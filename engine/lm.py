@@ -58,3 +58,9 @@ class LanguageModel:
         from .generate import Generation
 
         return Generation(self, prompt_ids, max_tokens, **options)
+
+    def score(self, ids: list[int], **options):
+        """A `Score`: each token's log-probability given those before it; see `score.score` (bos, stride, ...)."""
+        from .score import score
+
+        return score(self, ids, **options)

@@ -1,0 +1,146 @@
+"""Batch mode (--jsonl) of score, predict and continue, and continue --context."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import write_tiny_gpt2
+from test_cli import run
+
+
+@pytest.fixture(scope="module")
+def m(tiny_gpt2):
+    return ["-m", str(tiny_gpt2)]
+
+
+def jsonl(*objects) -> str:
+    return "".join((o if isinstance(o, str) else json.dumps(o)) + "\n" for o in objects)
+
+
+def results(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_score_jsonl_keeps_order_and_passes_other_fields_through(m):
+    r = run("score", *m, "--jsonl", input=jsonl({"id": "a", "text": "Hullo, my name is", "tags": [1, 2]},
+                                                  {"text": "The capital of France is Paris.", "id": "b"}))
+    assert r.exit_code == 0 and r.stderr == ""
+    a, b = results(r.stdout)
+    assert (a["id"], a["tags"], b["id"]) == ("a", [1, 2], "b")
+    assert "text" not in a and list(a)[:2] == ["id", "tags"]
+    assert a == {"id": "a", "tags": [1, 2], **json.loads(run("score", *m, "--json", "Hullo, my name is").stdout)}
+    assert b["scored_tokens"] == 6  # 7 tokens, the first not scored
+
+
+def test_a_bad_line_becomes_an_error_object_and_the_rest_go_on(m, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl({"id": 1, "text": "Hullo there"}, "not json", {"id": 3}, [4], {"id": 5, "text": "Hi"},
+                            "", {"id": 7, "text": "Hullo again"}))
+    r = run("score", *m, "--jsonl", str(source))
+    assert r.exit_code == 1
+    assert r.stderr == 'Error: 5 of 7 input lines failed: their results are {"line": N, "error": "..."} objects\n'
+    out = results(r.stdout)
+    assert len(out) == 7 and [o.get("id") for o in out] == [1, None, 3, None, 5, None, 7]
+    assert [o.get("line") for o in out] == [None, 2, 3, 4, 5, 6, None]
+    assert "not valid JSON" in out[1]["error"] and set(out[1]) == {"line", "error"}
+    assert out[2] == {"id": 3, "line": 3, "error": 'the object has no "text" field (a string): it has \'id\''}
+    assert "not an object" in out[3]["error"]
+    assert "1 token" in out[4]["error"] and "--bos" in out[4]["error"]  # a text the engine refuses
+    assert out[0]["scored_tokens"] == out[6]["scored_tokens"] == 3  # H ull o there, H ull o again
+
+
+def test_predict_and_continue_jsonl_match_their_single_runs(m):
+    lines = "Hullo, my name is\nThe capital of France is\n"
+    r = run("predict", *m, "--jsonl", "--lines", "--top", "2", input=lines)
+    assert r.exit_code == 0
+    assert results(r.stdout) == [json.loads(run("predict", *m, "--top", "2", "--json", t).stdout)
+                                 for t in lines.splitlines()]
+    r = run("continue", *m, "--jsonl", "-", "--seed", "1", "--max-tokens", "6", input=jsonl(
+        {"text": "Hullo, my name is", "n": 1}, {"text": "The capital of France is", "n": 2}))
+    assert r.exit_code == 0
+    expected = [json.loads(run("continue", *m, "--seed", "1", "--max-tokens", "6", "--json", t).stdout)
+                for t in lines.splitlines()]
+    assert results(r.stdout) == [{"n": 1, **expected[0]}, {"n": 2, **expected[1]}]
+
+
+def test_batch_usage_errors(m):
+    r = run("score", *m, "--lines", "x")
+    assert r.exit_code == 2 and "--lines goes with --jsonl" in r.stderr
+    r = run("predict", *m, "--jsonl", "-", "x")
+    assert r.exit_code == 2 and "drop the TEXT argument" in r.stderr
+    r = run("continue", *m, "--jsonl", "--context", "-", input="{}\n")
+    assert r.exit_code == 2 and "--context -" in r.stderr
+    r = run("predict", *m, "--jsonl", "/no/such/file.jsonl")
+    assert r.exit_code == 1 and "cannot read /no/such/file.jsonl" in r.stderr
+
+
+def test_continue_with_context_cuts_the_context_never_the_question(m, tiny_gpt2):
+    from llmx.engine import load, with_context
+
+    tokenizer = load(str(tiny_gpt2)).tokenizer
+    context = " ".join(str(i) for i in range(100))  # 100 tokens
+    question = "Q: What number comes after 99?\nA:"
+    tail = tokenizer.encode("\n\n" + question)
+    r = run("continue", *m, "--context", "-", question, "--max-tokens", "10", "--temperature", "0", "--json", input=context)
+    assert r.exit_code == 0
+    dropped = 100 - (64 - 10 - len(tail))
+    assert f"dropped the first {dropped} tokens of the context" in r.stderr.replace("\n", " ")
+    prompt = with_context(tokenizer, context, question, 64 - 10)
+    assert prompt.ids[-len(tail):] == tail and len(prompt.ids) == 54 and prompt.dropped == dropped
+    assert tokenizer.decode(prompt.ids).endswith(" 98 99\n\n" + question)
+    alone = run("continue", *m, "--max-tokens", "10", "--temperature", "0", "--json", tokenizer.decode(prompt.ids))
+    assert json.loads(r.stdout)["ids"] == json.loads(alone.stdout)["ids"]
+
+
+def test_context_that_fits_is_kept_whole(m, tmp_path, tiny_gpt2):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Mt. Everest is 8,849 m high.\n")
+    r = run("continue", *m, "--context", str(notes), "How high is it?", "--max-tokens", "3", "--seed", "2", "--json")
+    same = run("continue", *m, "Mt. Everest is 8,849 m high.\n\nHow high is it?", "--max-tokens", "3", "--seed", "2", "--json")
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout == same.stdout
+
+
+def status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_10000_lines_stream_with_flat_memory(tmp_path, gpt2_vocab):
+    """Lines go in through a pipe that stays open; results must come out line by line (no reading all of stdin)
+    and the process's memory when the 10,000th result is out must be what it was at the 1,000th."""
+    micro = write_tiny_gpt2(tmp_path / "micro", gpt2_vocab, n_embd=8, n_head=2, n_layer=1)
+    child = subprocess.Popen([sys.executable, "-m", "llmx", "predict", "-m", str(micro), "--top", "1", "--jsonl"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sampled = threading.Event()
+    meta = "x" * 300  # a pass-through field, so that keeping lines or results around would show
+
+    def feed():
+        for i in range(10_000):
+            child.stdin.write((json.dumps({"id": i, "meta": meta, "text": f"Line {i} of the list"}) + "\n").encode())
+        child.stdin.flush()
+        sampled.wait(timeout=600)
+        child.stdin.close()  # end of input only after the last sample: the child cannot have read to EOF first
+
+    threading.Thread(target=feed, daemon=True).start()
+    timer = threading.Timer(300, child.kill)  # a reader that waits for EOF would hang here: fail instead
+    timer.start()
+    memory = {}
+    try:
+        for n in range(1, 10_001):
+            line = child.stdout.readline()
+            assert line, f"no result for line {n}: {child.stderr.read().decode()}"
+            assert json.loads(line)["id"] == n - 1
+            if n in (1_000, 10_000):
+                memory[n] = status_kb(child.pid, "VmRSS"), status_kb(child.pid, "VmHWM")  # now, peak
+    finally:
+        sampled.set()
+        timer.cancel()
+    assert child.wait(timeout=60) == 0
+    (rss_1k, peak_1k), (rss_10k, peak_10k) = memory[1_000], memory[10_000]
+    print(f"RSS at 1,000 lines {rss_1k} KB, at 10,000 {rss_10k} KB; peak {peak_1k} KB, {peak_10k} KB")
+    assert rss_10k - rss_1k < 2048 and peak_10k - peak_1k < 2048
