@@ -188,12 +188,22 @@ def print_process_figures(checkpoint: Path, repeats: int) -> None:
           f"({weights / 1e6:.0f} MB)")
 
 
+# Started from this (large) process, a child's peak RSS would count the pages it shares with us
+# between fork and exec; a small launcher process measures it instead.
+PEAK_RSS = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+print(usage.ru_maxrss * 1024 if status == 0 else -1)
+"""
+
+
 def peak_rss(command: list[str]) -> int:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
+    """Peak resident memory, in bytes, of running `command`."""
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True, check=True)
+    if int(done.stdout) < 0:
         sys.exit(f"{' '.join(command)} failed")
-    return usage.ru_maxrss * 1024
+    return int(done.stdout)
 
 
 def compare_gguf(path: Path, repeats: int) -> dict[str, tuple[float, float]]:

@@ -168,8 +168,7 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record
     scores = q @ keys.transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_ctx_used]
     scores *= np.float32(1.0 / np.sqrt(d_head))
     if n_seq > 1:  # a new position may look at itself and the past, never the future
-        future = np.arange(end)[None, :] > np.arange(start, end)[:, None]  # [n_seq, n_ctx_used]
-        scores[..., future] = -np.inf
+        scores += np.triu(np.full((n_seq, end), -np.inf, np.float32), k=start + 1)  # [n_seq, n_ctx_used]
     pattern = softmax(scores)
     record("attn.pattern", pattern.reshape(cfg.n_head, n_seq, end))  # [head, dest, src]
     z = pattern @ values  # [n_kv_head, group, n_seq, d_head]

@@ -6,7 +6,8 @@ import numpy as np
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    e /= e.sum(axis=axis, keepdims=True)  # in place: attention patterns are the largest arrays in a pass
+    return e
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -17,26 +18,42 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     """GPT-2's LayerNorm: each row to mean 0 and variance 1, then scaled by g and shifted by b."""
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    variance = np.mean(centered * centered, axis=-1, keepdims=True)
-    return centered / np.sqrt(variance + eps) * g + b
+    n = np.float32(x.shape[-1])  # sums over n rather than np.mean: fewer calls, same float32 result
+    centered = x - x.sum(axis=-1, keepdims=True) / n
+    variance = (centered * centered).sum(axis=-1, keepdims=True) / n
+    centered /= np.sqrt(variance + eps)
+    centered *= g
+    centered += b
+    return centered
 
 
 def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
     """Llama's RMSNorm: each row divided by its root mean square (no centring), then scaled by g."""
-    mean_square = np.mean(x * x, axis=-1, keepdims=True)
+    mean_square = (x * x).sum(axis=-1, keepdims=True) / np.float32(x.shape[-1])
     return x / np.sqrt(mean_square + eps) * g
 
 
 def gelu_new(x: np.ndarray) -> np.ndarray:
-    """GPT-2's GELU, the tanh approximation ("gelu_new" in Hugging Face's configs)."""
-    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+    """GPT-2's GELU, the tanh approximation ("gelu_new" in Hugging Face's configs).
+
+    0.5 * x * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3) equals x * sigmoid(2u),
+    computed here as x / (1 + exp(-2u)): NumPy's float32 exp is faster than its tanh.
+    """
+    z = x * x
+    z *= np.float32(0.044715)
+    z += np.float32(1.0)
+    z *= x  # x + 0.044715 x^3
+    z *= np.float32(-2 * 0.7978845608028654)  # -2u
+    with np.errstate(over="ignore"):  # exp overflowing to inf gives x / inf = 0, GELU's limit
+        np.exp(z, out=z)
+    z += np.float32(1.0)
+    return x / z
 
 
 def silu(x: np.ndarray) -> np.ndarray:
     """x * sigmoid(x), the gate of Llama's SwiGLU MLP."""
-    return x / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) overflowing to inf gives x / inf = 0, the limit
+        return x / (1.0 + np.exp(-x))
 
 
 def rope_tables(positions: np.ndarray, d_head: int, theta: float) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path} has a corrupt safetensors header: {_fix(path)}")
     header.pop("__metadata__", None)
     data_start = 8 + n_header
-    memory = np.memmap(path, dtype=np.uint8, mode="r")
+    # A plain ndarray over the map, not np.memmap: every result computed from a memmap is a memmap too,
+    # and that subclass's bookkeeping made small operations (layer norms) several times slower.
+    memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     tensors = {}
     for name, info in header.items():
         try:
