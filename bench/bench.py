@@ -121,15 +121,23 @@ def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple
 
 
 def timed(fn) -> float:
+    settle()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def settle() -> None:
+    """Let the other side's worker threads stop spinning (OpenMP and OpenBLAS busy-wait after their
+    last call), so that they do not take a core from the run being timed."""
+    time.sleep(0.3)
 
 
 def ours_decode(model, ids, n_new) -> float:
     """Seconds for n_new greedy tokens after the prompt, prompt excluded."""
     import numpy as np
 
+    settle()
     logits, cache = model.forward(ids)
     start = time.perf_counter()
     for _ in range(n_new):
@@ -147,6 +155,7 @@ def torch_prefill(model, ids):
 def torch_decode(model, ids, n_new) -> float:
     import torch
 
+    settle()
     with torch.inference_mode():
         out = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
         start = time.perf_counter()

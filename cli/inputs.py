@@ -49,8 +49,9 @@ def decode_utf8(data: bytes, where: str) -> str:
 
 def load_model(name: str):
     from .engine import load
+    from .render import note
 
-    return load(name)
+    return load(name, on_notice=note)
 
 
 def warn(message: str) -> None:

@@ -34,6 +34,10 @@ def notice(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/] {escape(message)}")
 
 
+def note(message: str) -> None:
+    stderr_console().print(f"[dim]note:[/] {escape(message)}")
+
+
 def visible(piece: bytes | str) -> str:
     """A token's text with whitespace made visible; bytes that are not whole characters as \\xNN."""
     text = piece.decode("utf-8", errors="backslashreplace") if isinstance(piece, bytes) else piece

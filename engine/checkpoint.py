@@ -71,7 +71,10 @@ def config_from_hf(hf: dict, where: str) -> Config:
 
 
 def gpt2_weights(src: TensorSource, cfg: Config) -> Weights:
-    """GPT-2 tensors (Hugging Face Conv1D layout, already [in, out]) with or without the `transformer.` prefix."""
+    """GPT-2 tensors (Hugging Face Conv1D layout, [in, out]) with or without the `transformer.` prefix.
+
+    Matrices become transposed views, [out, in], without a copy: the memory map stays the only copy.
+    """
     src.tensors = {name.removeprefix("transformer."): t for name, t in src.tensors.items()}
     d, ff = cfg.n_embd, cfg.n_ff
 
@@ -79,7 +82,7 @@ def gpt2_weights(src: TensorSource, cfg: Config) -> Weights:
         return Norm(src.take(f"{name}.weight", (d,)), src.take(f"{name}.bias", (d,)))
 
     def lin(name, n_in, n_out):
-        return Linear(src.take(f"{name}.weight", (n_in, n_out)), src.take(f"{name}.bias", (n_out,)))
+        return Linear(src.take(f"{name}.weight", (n_in, n_out)).T, src.take(f"{name}.bias", (n_out,)))
 
     blocks = tuple(Block(ln_1=norm(f"h.{i}.ln_1"), c_attn=lin(f"h.{i}.attn.c_attn", d, 3 * d),
                          c_proj=lin(f"h.{i}.attn.c_proj", d, d), ln_2=norm(f"h.{i}.ln_2"),
@@ -94,22 +97,20 @@ def llama_weights(src: TensorSource, cfg: Config) -> Weights:
     """Llama tensors in Hugging Face's names and [out, in] layout; Q, K, V and gate, up are fused here."""
     d, ff, dh = cfg.n_embd, cfg.n_ff, cfg.d_head
 
-    def w(name, n_out, n_in):  # [out, in] -> [in, out]
-        return src.take(f"model.layers.{name}.weight", (n_out, n_in)).T
+    def w(name, n_out, n_in):  # [out, in], the engine's layout too
+        return src.take(f"model.layers.{name}.weight", (n_out, n_in))
 
     blocks = []
     for i in range(cfg.n_layer):
-        # Concatenating transposed views gives a column-major matrix: matvecs on it are up to 2x slower.
-        qkv = np.ascontiguousarray(np.concatenate([w(f"{i}.self_attn.q_proj", cfg.n_head * dh, d),
-                                                   w(f"{i}.self_attn.k_proj", cfg.n_kv_head * dh, d),
-                                                   w(f"{i}.self_attn.v_proj", cfg.n_kv_head * dh, d)], axis=1))
-        gate_up = np.ascontiguousarray(np.concatenate([w(f"{i}.mlp.gate_proj", ff, d),
-                                                       w(f"{i}.mlp.up_proj", ff, d)], axis=1))
+        qkv = np.concatenate([w(f"{i}.self_attn.q_proj", cfg.n_head * dh, d),
+                              w(f"{i}.self_attn.k_proj", cfg.n_kv_head * dh, d),
+                              w(f"{i}.self_attn.v_proj", cfg.n_kv_head * dh, d)])  # [(n_head + 2 n_kv) d_head, d]
+        gate_up = np.concatenate([w(f"{i}.mlp.gate_proj", ff, d), w(f"{i}.mlp.up_proj", ff, d)])  # [2 ff, d]
         blocks.append(Block(
             ln_1=Norm(src.take(f"model.layers.{i}.input_layernorm.weight", (d,))),
-            c_attn=Linear(qkv), c_proj=Linear(np.ascontiguousarray(w(f"{i}.self_attn.o_proj", d, cfg.n_head * dh))),
+            c_attn=Linear(qkv), c_proj=Linear(w(f"{i}.self_attn.o_proj", d, cfg.n_head * dh)),
             ln_2=Norm(src.take(f"model.layers.{i}.post_attention_layernorm.weight", (d,))),
-            c_fc=Linear(gate_up), mlp_c_proj=Linear(np.ascontiguousarray(w(f"{i}.mlp.down_proj", d, ff)))))
+            c_fc=Linear(gate_up), mlp_c_proj=Linear(w(f"{i}.mlp.down_proj", d, ff))))
     wte = src.take("model.embed_tokens.weight", (cfg.n_vocab, d))
     lm_head = src.tensors.get("lm_head.weight")
     lm_head = wte if lm_head is None else src.take("lm_head.weight", (cfg.n_vocab, d))

@@ -273,7 +273,7 @@ def llama_from_gguf(src: TensorSource, cfg: Config) -> Weights:
 def gpt2_from_gguf(src: TensorSource, cfg: Config) -> Weights:
     for name, tensor in src.tensors.items():
         if name.endswith(GPT2_CONV1D):
-            src.tensors[name] = np.ascontiguousarray(tensor.T)  # [out, in] -> Conv1D's [in, out]
+            src.tensors[name] = tensor.T  # a view as Conv1D's [in, out]; gpt2_weights views it back as [out, in]
     weights = gpt2_weights(src, cfg)
     if "lm_head.weight" not in src.tensors:  # tied: the unembedding is the token embedding
         return weights

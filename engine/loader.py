@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from .checkpoint import load_hf_directory
+from .checkpoint import load_hf_directory, safetensors_files
 from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
+from .packed import packed
 from .tokenizer import gpt2_tokenizer
 
 
-def load(name: str = DEFAULT_MODEL) -> LanguageModel:
+def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None) -> LanguageModel:
+    """The model `name`; `on_notice` hears what a person may want to know (a download, a one-time packing)."""
     path = locate(name)
     if path.is_file():
         from .gguf_loader import load_gguf
@@ -18,6 +21,8 @@ def load(name: str = DEFAULT_MODEL) -> LanguageModel:
         config, weights, tokenizer = load_gguf(path)
     else:
         config, weights = load_hf_directory(path)
+        if config.arch == "gpt2":
+            weights = packed(weights, safetensors_files(path), on_notice)
         tokenizer = hf_tokenizer(path, config)
     return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
 

@@ -6,7 +6,9 @@ rotation of queries and keys) and the MLP (GELU or SwiGLU). Everything else is s
 
 Weights keep GPT-2's checkpoint names (`wte`, `wpe`, `ln_1`, `attn.c_attn`, `mlp.c_fc`, `ln_f`);
 a Llama checkpoint's tensors are mapped onto them at load (see `checkpoint.py`).
-Every matrix is stored [in, out], so a layer is `x @ w + b`.
+Every matrix is stored [out, in] like PyTorch's nn.Linear, so a layer is `x @ w.T + b`: for one
+token that is a matrix-vector product reading the matrix row by row, which OpenBLAS runs faster
+than the [in, out] layout of GPT-2's Conv1D checkpoints (those are used as transposed views).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Config:
 
 @dataclass(frozen=True)
 class Linear:
-    w: np.ndarray  # [in, out]
+    w: np.ndarray  # [out, in]
     b: np.ndarray | None = None  # [out], or None where the architecture has no bias
 
 
@@ -61,11 +63,11 @@ class Norm:
 @dataclass(frozen=True)
 class Block:
     ln_1: Norm  # before attention
-    c_attn: Linear  # fused query, key, value: [n_embd, (n_head + 2 * n_kv_head) * d_head]
-    c_proj: Linear  # attention output: [n_head * d_head, n_embd]
+    c_attn: Linear  # fused query, key, value: [(n_head + 2 * n_kv_head) * d_head, n_embd]
+    c_proj: Linear  # attention output: [n_embd, n_head * d_head]
     ln_2: Norm  # before the MLP
-    c_fc: Linear  # MLP in: [n_embd, n_ff], or for SwiGLU gate and up fused: [n_embd, 2 * n_ff]
-    mlp_c_proj: Linear  # MLP out: [n_ff, n_embd]
+    c_fc: Linear  # MLP in: [n_ff, n_embd], or for SwiGLU gate and up fused: [2 * n_ff, n_embd]
+    mlp_c_proj: Linear  # MLP out: [n_embd, n_ff]
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class Steer:
 
 
 def linear(x: np.ndarray, p: Linear) -> np.ndarray:
-    y = x @ p.w
+    y = x @ p.w.T  # [n_seq, in] -> [n_seq, out]
     if p.b is not None:
         y += p.b
     return y

@@ -44,10 +44,23 @@ def write_tiny_gpt2(directory: Path, vocab: Path, *, seed: int = 0, **overrides)
     return directory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def llmx_cache(tmp_path_factory) -> Path:
+    """llmx's own cache (packed GPT-2 weights) in a temporary folder, also for the subprocesses tests start."""
+    path = tmp_path_factory.mktemp("llmx-cache")
+    os.environ["LLMX_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory, gpt2_vocab) -> Path:
-    """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real tokenizer."""
-    return write_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"), gpt2_vocab)
+    """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real tokenizer, loaded once so that its
+    weights are already packed (see engine/packed.py) when tests run commands on it."""
+    from llmx.engine import load
+
+    directory = write_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"), gpt2_vocab)
+    load(str(directory))
+    return directory
 
 
 @pytest.fixture(scope="session")

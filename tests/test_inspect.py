@@ -216,8 +216,8 @@ def tiny_llama(gpt2: LanguageModel) -> LanguageModel:
     def ones():
         return Norm(np.ones(cfg.n_embd, np.float32))
 
-    blocks = tuple(Block(ones(), Linear(w(32, (4 + 2 * 2) * 8)), Linear(w(32, 32)), ones(), Linear(w(32, 2 * 48)),
-                         Linear(w(48, 32))) for _ in range(cfg.n_layer))
+    blocks = tuple(Block(ones(), Linear(w((4 + 2 * 2) * 8, 32)), Linear(w(32, 32)), ones(), Linear(w(2 * 48, 32)),
+                         Linear(w(32, 48))) for _ in range(cfg.n_layer))
     weights = Weights(wte=w(cfg.n_vocab, 32), wpe=None, blocks=blocks, ln_f=ones(), lm_head=w(cfg.n_vocab, 32))
     return dataclasses.replace(gpt2, name="tiny-llama", config=cfg, weights=weights)
 
