@@ -49,16 +49,22 @@ def decode_utf8(data: bytes, where: str) -> str:
 
 def load_model(name: str):
     from .engine import load
-    from .render import note
 
     return load(name, on_notice=note)
 
 
 def warn(message: str) -> None:
-    """A notice for the person (stderr, so stdout stays data)."""
+    """A warning for the person (stderr, so stdout stays data); Rich is imported only when one is shown."""
     from .render import notice
 
     notice(message)
+
+
+def note(message: str) -> None:
+    """Information for the person, such as a one-time packing of weights (stderr)."""
+    from .render import note as show
+
+    show(message)
 
 
 def is_terminal() -> bool:

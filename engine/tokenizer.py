@@ -83,14 +83,12 @@ def ranks_from_vocab(vocab: dict[str, int], merges: list[str], special: set[str]
         ranks = {token.translate(to_latin1).encode("latin-1"): i for token, i in vocab.items() if token not in special}
     except UnicodeEncodeError as e:
         raise TokenizerError(f"{where}: token piece {e.object!r} is not byte-level BPE") from None
-    previous = -1
-    for line in merges:
-        left, _, right = line.partition(" ")
-        i = vocab.get(left + right)
-        if i is None or i <= previous:
-            raise TokenizerError(f"{where}: the merge {line!r} does not follow the vocabulary's order; "
+    # Byte-level pieces never contain a space, so "left right" -> "leftright" is the merged token.
+    merged = list(map(vocab.get, (line.replace(" ", "") for line in merges)))
+    for n, (before, after) in enumerate(zip([-1, *merged], merged)):
+        if after is None or after <= before:
+            raise TokenizerError(f"{where}: the merge {merges[n]!r} does not follow the vocabulary's order; "
                                  "llmx needs a byte-level BPE whose ids grow in merge order")
-        previous = i
     return ranks
 
 
