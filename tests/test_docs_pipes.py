@@ -1,4 +1,4 @@
-"""The recipes of docs-pipes.md, run as written by bash and python on the tiny model: plumbing, not answers.
+"""The recipes of README.md (its ```bash and ```python blocks), run as written by bash and python on the tiny model: plumbing, not answers.
 
 llmx gets the model from LLMX_MODEL, and `llm -m gpt2` gets it because LLMX_LLM_MODELS names the tiny
 model `gpt2`. A block that needs a tool this machine lacks (rg, GNU parallel, ...) is skipped; the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs-pipes.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"^```(bash|python)\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
 OPTIONAL_TOOLS = ("rg", "parallel", "ttok", "jq")
 TIKTOKEN_GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
