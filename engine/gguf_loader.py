@@ -151,38 +151,6 @@ class _Cursor:
         raise ValueError(f"unknown metadata type {kind}")
 
 
-def gguf_header(path: Path) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
-    """(scalar metadata, [(tensor name, type name, shape in NumPy order)]) from a GGUF file's header."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _scan_gguf(_Cursor(data))
-    except (struct.error, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable GGUF file ({e}): it may be truncated or not GGUF "
-                              "at all; download it again") from None
-
-
-def _scan_gguf(cursor: _Cursor) -> tuple[dict, list[tuple[str, str, tuple[int, ...]]]]:
-    from gguf import GGMLQuantizationType
-
-    magic, version, n_tensors, n_kv = cursor.read("4sIQQ")
-    if magic != b"GGUF" or version not in (2, 3):
-        raise ValueError("no GGUF magic" if magic != b"GGUF" else f"GGUF version {version}")
-    meta = {}
-    for _ in range(n_kv):
-        key = cursor.string()
-        meta[key] = cursor.value(cursor.read("I"))
-    tensors = []
-    for _ in range(n_tensors):
-        name = cursor.string()
-        n_dims = cursor.read("I")
-        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)  # innermost first
-        cursor.pos += 8 * n_dims
-        kind = GGMLQuantizationType(cursor.read("I")).name
-        cursor.read("Q")  # data offset
-        tensors.append((name, kind, tuple(reversed(dims))))
-    return meta, tensors
-
-
 def config_from_gguf(meta: dict, n_vocab: int, where: str) -> Config:
     """Our Config from the `{arch}.*` metadata that llama.cpp's converter writes."""
     arch = meta.get("general.architecture")

@@ -321,3 +321,21 @@ def test_llmx_continue_on_the_gguf_file_says_paris(smollm_path):
     r = run("continue", "-m", str(smollm_path), "The capital of France is", "--temperature", "0",
             "--max-tokens", "3")
     assert r.exit_code == 0 and r.stdout.startswith(" Paris"), r
+
+
+def test_header_reading_agrees_with_ggufs_own_reader(smollm_path):
+    """llmx reads GGUF headers with struct (GGUFReader takes seconds on a 49k vocabulary); the two must agree."""
+    from gguf import GGUFReader
+
+    from llmx.engine.gguf_loader import read_gguf_header
+
+    ours, theirs = read_gguf_header(smollm_path), GGUFReader(smollm_path)
+    assert set(ours.meta) == set(theirs.fields) - {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
+    for key, field in theirs.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        expected = field.contents()
+        assert ours.meta[key] == (pytest.approx(expected) if isinstance(expected, float) else expected), key
+    assert [(t.name, t.kind, t.shape, ours.data_start + t.offset) for t in ours.tensors] == \
+           [(t.name, t.tensor_type, tuple(int(d) for d in reversed(t.shape)), int(t.data_offset))
+            for t in theirs.tensors]
