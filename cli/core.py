@@ -37,9 +37,10 @@ def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_js
 
     TEXT is read from stdin when it is '-' or absent.
     """
+    from .engine import load_tokenizer
+
     text = read_text(text)
-    lm = load_model(model)
-    tokenizer = lm.tokenizer
+    tokenizer = load_tokenizer(model)  # the weights are not needed
     if decode:
         ids = parse_ids(text)
         out = tokenizer.decode(ids)
@@ -50,7 +51,7 @@ def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_js
         out = tokenizer.decode(ids[:truncate])
         emit_json({"model": model, "text": out, "count": min(truncate, len(ids))}) if as_json else click.echo(out)
     elif as_json:
-        emit_json({"model": model, "tokens": [{"id": i, "text": lm.token_text(i)} for i in ids], "count": len(ids)})
+        emit_json({"model": model, "tokens": [{"id": i, "text": tokenizer.text(i)} for i in ids], "count": len(ids)})
     elif only_ids:
         click.echo(" ".join(map(str, ids)))
     elif only_count:

@@ -14,7 +14,7 @@ load NumPy: `llmx --help` stays fast.
 from importlib import import_module
 
 _HOME = {
-    "load": "loader",
+    "load": "loader", "load_tokenizer": "loader",
     "LanguageModel": "lm", "Prediction": "lm",
     "Generation": "generate", "Step": "generate",
     "Sampling": "sampling",

@@ -70,15 +70,19 @@ class GGUFHeader:
 def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
     path = Path(path)
     header = read_gguf_header(path)
-    shapes = {t.name: t.shape for t in header.tensors}
-    n_vocab = shapes.get("token_embd.weight", (len(header.meta.get("tokenizer.ggml.tokens", [])),))[0]
-    cfg = config_from_gguf(header.meta, n_vocab, path.name)
+    cfg = config_from_gguf(header.meta, gguf_vocab_size(header), path.name)
     memory = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = {hf_name(t.name, cfg.arch): dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
     src = TensorSource(tensors, f"{path.name} (GGUF names mapped to Hugging Face's)",
                        "Llama" if cfg.arch == "llama" else "GPT-2")
     weights = llama_from_gguf(src, cfg) if cfg.arch == "llama" else gpt2_from_gguf(src, cfg)
     return cfg, weights, gguf_tokenizer(header.meta, cfg.n_vocab, path.name)
+
+
+def gguf_vocab_size(header: GGUFHeader) -> int:
+    """Rows of the token embedding (the vocabulary list's length if the file has no embedding)."""
+    shapes = {t.name: t.shape for t in header.tensors}
+    return shapes.get("token_embd.weight", (len(header.meta.get("tokenizer.ggml.tokens", [])),))[0]
 
 
 def read_gguf_header(path: Path, *, arrays: bool = True) -> GGUFHeader:

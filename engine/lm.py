@@ -38,7 +38,7 @@ class LanguageModel:
         return self.tokenizer.encode(text) or self.tokenizer.start_ids
 
     def token_text(self, token_id: int) -> str:
-        return self.tokenizer.piece(token_id).decode("utf-8", errors="replace")
+        return self.tokenizer.text(token_id)
 
     def predict(self, ids: list[int], top: int = 10) -> list[Prediction]:
         """The `top` most likely next tokens after `ids`, most likely first."""

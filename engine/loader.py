@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import load_hf_directory, safetensors_files
+from .checkpoint import config_from_hf, load_hf_directory, read_config_json, safetensors_files
 from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
 from .packed import packed
-from .tokenizer import gpt2_tokenizer
+from .tokenizer import Tokenizer, gguf_tokenizer, gpt2_tokenizer
 
 
 def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None) -> LanguageModel:
@@ -27,7 +27,18 @@ def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda me
     return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
 
 
-def hf_tokenizer(path: Path, config):
+def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
+    """Only the tokenizer of model `name`: no weights are read (a GGUF file's header is enough)."""
+    path = locate(name)
+    if path.is_file():
+        from .gguf_loader import gguf_vocab_size, read_gguf_header
+
+        header = read_gguf_header(path)
+        return gguf_tokenizer(header.meta, gguf_vocab_size(header), path.name)
+    return hf_tokenizer(path, config_from_hf(read_config_json(path), str(path / "config.json")))
+
+
+def hf_tokenizer(path: Path, config) -> Tokenizer:
     if config.arch == "gpt2" or not (path / "tokenizer.json").is_file():
         return gpt2_tokenizer(path, config.n_vocab)
     from .tokenizer import tokenizer_json_tokenizer

@@ -45,6 +45,10 @@ class Tokenizer:
         self.check_ids([token_id])
         return self.encoding.decode_single_token_bytes(token_id)
 
+    def text(self, token_id: int) -> str:
+        """One token's text; bytes that are not whole UTF-8 characters become U+FFFD."""
+        return self.piece(token_id).decode("utf-8", errors="replace")
+
     def decode(self, ids) -> str:
         self.check_ids(ids)
         return self.encoding.decode_bytes(list(ids)).decode("utf-8", errors="replace")

@@ -218,3 +218,12 @@ def test_a_closed_pipe_ends_quietly(m):
     stderr = process.stderr.read().decode()
     process.wait(timeout=60)
     assert stderr == "" and process.returncode in (0, 1)
+
+
+def test_tokenize_reads_no_weights(tiny_gpt2, tmp_path):
+    import shutil
+
+    no_weights = shutil.copytree(tiny_gpt2, tmp_path / "no-weights")
+    (no_weights / "model.safetensors").write_bytes(b"not read by tokenize")
+    assert run("tokenize", "-m", str(no_weights), "--ids", "Hullo").stdout == "39 724 78\n"
+    assert run("predict", "-m", str(no_weights), "Hullo").exit_code == 1
