@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import CheckpointError, InputError, TokenizerError
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
@@ -88,11 +90,11 @@ def ranks_from_vocab(vocab: dict[str, int], merges: list[str], special: set[str]
     except UnicodeEncodeError as e:
         raise TokenizerError(f"{where}: token piece {e.object!r} is not byte-level BPE") from None
     # Byte-level pieces never contain a space, so "left right" -> "leftright" is the merged token.
-    merged = list(map(vocab.get, (line.replace(" ", "") for line in merges)))
-    for n, (before, after) in enumerate(zip([-1, *merged], merged)):
-        if after is None or after <= before:
-            raise TokenizerError(f"{where}: the merge {merges[n]!r} does not follow the vocabulary's order; "
-                                 "llmx needs a byte-level BPE whose ids grow in merge order")
+    merged = np.fromiter((vocab.get(line.replace(" ", ""), -1) for line in merges), np.int64, len(merges))
+    out_of_order = np.flatnonzero((merged < 0) | (np.diff(merged, prepend=-1) <= 0))
+    if out_of_order.size:
+        raise TokenizerError(f"{where}: the merge {merges[out_of_order[0]]!r} does not follow the vocabulary's "
+                             "order; llmx needs a byte-level BPE whose ids grow in merge order")
     return ranks
 
 

@@ -46,3 +46,16 @@ def test_endoftext_literal_is_ordinary_text_unless_asked(tokenizer):
 def test_pieces_are_bytes_of_partial_characters(tokenizer):
     ids = tokenizer.encode("🤖")
     assert b"".join(tokenizer.piece(i) for i in ids) == "🤖".encode()
+
+
+def test_a_vocabulary_out_of_merge_order_is_refused():
+    from llmx.engine import TokenizerError
+    from llmx.engine.tokenizer import byte_decoder, ranks_from_vocab
+
+    vocab = {c: i for i, c in enumerate(byte_decoder())}
+    vocab.update({"ab": 256, "abc": 257})
+    assert len(ranks_from_vocab(vocab, ["a b", "ab c"], set(), "test")) == 258
+    with pytest.raises(TokenizerError, match="'ab c' does not follow"):
+        ranks_from_vocab({**vocab, "abc": 255}, ["a b", "ab c"], set(), "test")
+    with pytest.raises(TokenizerError, match="'x y' does not follow"):
+        ranks_from_vocab(vocab, ["a b", "x y"], set(), "test")
