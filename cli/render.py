@@ -58,7 +58,7 @@ def token_view(pieces: list[bytes], color: bool) -> Text:
 def print_tokens(ids: list[int], pieces: list[bytes]) -> None:
     console = stdout_console()
     console.print(token_view(pieces, color=console.is_terminal and not console.no_color))
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table = simple_table()
     table.add_column("index", justify="right")
     table.add_column("id", justify="right")
     table.add_column("piece")
@@ -68,15 +68,24 @@ def print_tokens(ids: list[int], pieces: list[bytes]) -> None:
     console.print(f"{len(ids)} token{'s' if len(ids) != 1 else ''}")
 
 
-def print_predictions(predictions, prompt_tokens: int) -> None:
-    console = stdout_console()
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, caption=f"after {prompt_tokens} prompt tokens",
-                  caption_justify="left")
+def simple_table(**options) -> Table:
+    """The table style of every view: a rule under the header, no outer edge."""
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, **options)
+
+
+def predictions_table(predictions, **options) -> Table:
+    """rank, id, token, probability and logit of next-token predictions."""
+    table = simple_table(**options)
     for name in ("rank", "id", "token", "prob", "logit"):
         table.add_column(name, justify="left" if name == "token" else "right")
     for p in predictions:
         table.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
-    console.print(table)
+    return table
+
+
+def print_predictions(predictions, prompt_tokens: int) -> None:
+    stdout_console().print(predictions_table(predictions, caption=f"after {prompt_tokens} prompt tokens",
+                                             caption_justify="left"))
 
 
 def percent(p: float) -> str:
@@ -95,7 +104,7 @@ def size(n_bytes: int) -> str:
 def print_models(cached, short_names: dict[str, str]) -> None:
     console = stdout_console()
     if cached:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        table = simple_table()
         table.add_column("cached model")
         table.add_column("size", justify="right")
         table.add_column("path")
@@ -106,7 +115,7 @@ def print_models(cached, short_names: dict[str, str]) -> None:
         console.print("no models in the Hugging Face cache yet (the first command that needs one downloads it)")
     cached_ids = {model.repo_id for model in cached}
     console.print()
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table = simple_table()
     table.add_column("short name")
     table.add_column("Hub id")
     table.add_column("cached")
@@ -223,7 +232,7 @@ def lens_view(lens, width: int, color: bool) -> list:
 def lens_position_view(lens, width: int, color: bool) -> list:
     """The top-k next tokens at every layer for one position."""
     position = lens.positions[0]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table = simple_table()
     table.add_column("layer", no_wrap=True)
     top = len(lens.top[0][0])
     for rank in range(1, top + 1):
@@ -301,7 +310,7 @@ def attention_heads_view(att, width: int, color: bool) -> list:
 
 def heads_view(scan, width: int, color: bool) -> list:
     """Heads sorted by induction score, with their scores on the control sequence beside them."""
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table = simple_table()
     for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous",
                  "duplicate"):
         table.add_column(name, justify="left" if name in ("layer.head", "│") else "right", no_wrap=True)
@@ -320,17 +329,13 @@ def heads_view(scan, width: int, color: bool) -> list:
 
 
 def neighbors_view(nb, width: int, color: bool) -> list:
-    similar = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    similar = simple_table()
     for name in ("rank", "id", "token", "cosine"):
         similar.add_column(name, justify="left" if name == "token" else "right")
     for rank, n in enumerate(nb.similar, 1):
         similar.add_row(str(rank), str(n.id), visible(n.token), f"{n.similarity:.3f}")
     path = "final norm, then the unembedding" if nb.through_norm else "the unembedding (no final norm)"
-    direct = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name in ("rank", "id", "token", "prob", "logit"):
-        direct.add_column(name, justify="left" if name == "token" else "right")
-    for p in nb.unembedded:
-        direct.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
+    direct = predictions_table(nb.unembedded)
     lines = [Text(f"Token {visible(nb.token)!r} (id {nb.id})"), Text(),
              Text("Nearest tokens by cosine similarity of their embeddings:"), similar, Text(),
              wrap(f"Tokens the embedding itself points to, through {path}:", width), direct]
@@ -356,7 +361,7 @@ def steer_view(st, width: int, color: bool) -> list:
         t.append(run.text)
         texts.append(t)
     if width >= 80:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True)
+        table = simple_table(expand=True)
         table.add_column("steered", ratio=1, overflow="fold")
         table.add_column("plain", ratio=1, overflow="fold")
         table.add_row(*texts)
@@ -372,7 +377,7 @@ ARCH_WORDS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "gelu": "GELU", "s
 def explain_view(ex, width: int, color: bool) -> list:
     """One prediction step by step: short plain sentences between the numbers."""
     last = ex.tokens[-1]
-    tokens = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    tokens = simple_table()
     for name in ("pos", "token", "id", "first numbers of its embedding", "|embedding|", "|position|"):
         tokens.add_column(name, justify="left" if name in ("token", "first numbers of its embedding") else "right")
     for t in ex.tokens:
@@ -384,16 +389,12 @@ def explain_view(ex, width: int, color: bool) -> list:
     else:
         where = ("Word order is not added here: positions are rotary, applied inside attention by rotating "
                  "each head's queries and keys by an angle that grows with the position.")
-    flows = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    flows = simple_table()
     for name in ("block", "|attention adds|", "|MLP adds|", "|stream| after"):
         flows.add_column(name, justify="right")
     for b in ex.blocks:
         flows.add_row(str(b.layer), f"{b.attn_norm:.2f}", f"{b.mlp_norm:.2f}", f"{b.resid_norm:.2f}")
-    top = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for name in ("rank", "id", "token", "prob", "logit"):
-        top.add_column(name, justify="left" if name == "token" else "right")
-    for p in ex.top:
-        top.add_row(str(p.rank), str(p.id), visible(p.token), percent(p.prob), f"{p.logit:.3f}")
+    top = predictions_table(ex.top)
     para = partial(indent, width=width)
     kv = f" (sharing {ex.n_kv_head} key/value heads)" if ex.n_kv_head != ex.n_head else ""
     return [
@@ -488,7 +489,7 @@ def print_score(score) -> None:
             view.append(visible(t.piece), style=surprisal_style(t.bits))
         console.print(view)
         console.print(surprisal_legend())
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table = simple_table()
     for name in ("index", "id", "token", "logprob", "bits"):
         table.add_column(name, justify="left" if name == "token" else "right")
     for i, t in enumerate(score.tokens):

@@ -6,14 +6,13 @@ A .gguf header is read without its arrays (the vocabulary), so even that takes m
 
 from __future__ import annotations
 
-import json
-import struct
+import math
 from collections import Counter
 from pathlib import Path
 
 from .checkpoint import config_from_hf, read_config_json, safetensors_files
-from .errors import CheckpointError
 from .gguf_loader import read_gguf_header
+from .safetensors_mmap import read_header
 
 def describe(path) -> dict:
     """architecture, parameters, quantization, context_length, n_layer, n_embd, n_head, n_kv_head,
@@ -27,8 +26,8 @@ def describe_hf_directory(directory: Path) -> dict:
     files = safetensors_files(directory)
     counts: Counter[str] = Counter()  # parameters per dtype
     for path in files:
-        for info in safetensors_header(path).values():
-            counts[info["dtype"]] += _product(info["shape"])
+        for info in read_header(path)[0].values():
+            counts[info["dtype"]] += math.prod(info["shape"])
     return dict(format="safetensors", architecture=cfg.arch, parameters=sum(counts.values()),
                 quantization=quantization_label(counts), context_length=cfg.n_ctx, n_layer=cfg.n_layer,
                 n_embd=cfg.n_embd, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, vocab_size=cfg.n_vocab,
@@ -41,7 +40,7 @@ def describe_gguf(path: Path) -> dict:
     arch = meta.get("general.architecture")
     counts: Counter[str] = Counter()
     for t in tensors:
-        counts[t.kind.name] += _product(t.shape)
+        counts[t.kind.name] += math.prod(t.shape)
     embedding = next((t.shape for t in tensors if t.name == "token_embd.weight"), None)
     n_head = meta.get(f"{arch}.attention.head_count")
     return dict(format="gguf", architecture=arch, parameters=sum(counts.values()),
@@ -58,25 +57,3 @@ def quantization_label(counts: Counter) -> str:
     if not kinds:
         return "none"
     return kinds[0] + (f" (+{', '.join(kinds[1:])})" if len(kinds) > 1 else "")
-
-
-def safetensors_header(path: Path) -> dict:
-    """The JSON header of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}}."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        (n_header,) = struct.unpack("<Q", head) if len(head) == 8 else (-1,)
-        if not 0 < n_header <= min(path.stat().st_size - 8, 100_000_000):
-            raise CheckpointError(f"{path} is not a safetensors file (bad header length): download it again")
-        try:
-            header = json.loads(f.read(n_header))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CheckpointError(f"{path} has a corrupt safetensors header: download it again") from None
-    header.pop("__metadata__", None)
-    return header
-
-
-def _product(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

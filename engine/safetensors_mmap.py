@@ -18,8 +18,8 @@ DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64,
           "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of the file as a float32 array (float32 ones are read-only views of the memory map)."""
+def read_header(path: Path) -> tuple[dict, int]:
+    """The JSON header {name: {"dtype", "shape", "data_offsets"}} and the file offset where the data starts."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -35,7 +35,13 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt safetensors header: {_fix(path)}")
     header.pop("__metadata__", None)
-    data_start = 8 + n_header
+    return header, 8 + n_header
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the file as a float32 array (float32 ones are read-only views of the memory map)."""
+    size = path.stat().st_size
+    header, data_start = read_header(path)
     # A plain ndarray over the map, not np.memmap: every result computed from a memmap is a memmap too,
     # and that subclass's bookkeeping made small operations (layer norms) several times slower.
     memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))

@@ -100,8 +100,6 @@ def ranks_from_vocab(vocab: dict[str, int], merges: list[str], special: set[str]
 
 def gpt2_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
     """GPT-2's byte-level BPE from the checkpoint's own vocab.json and merges.txt."""
-    import tiktoken
-
     vocab_path, merges_path = directory / "vocab.json", directory / "merges.txt"
     for path in (vocab_path, merges_path):
         if not path.is_file():
@@ -112,13 +110,9 @@ def gpt2_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
                   if line and not line.startswith("#version")]
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"cannot read the tokenizer files in {directory} ({e}): download them again") from None
-    ranks = ranks_from_vocab(vocab, merges, {GPT2_EOT}, str(directory))
-    eot = vocab.get(GPT2_EOT, len(ranks))
-    if eot >= n_vocab:
-        raise CheckpointError(f"{directory}: the tokenizer has {eot + 1} tokens but the model only {n_vocab} rows")
-    encoding = tiktoken.Encoding(name=f"gpt2:{directory}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                 special_tokens={GPT2_EOT: eot})
-    return Tokenizer(encoding, n_vocab=n_vocab, bos_id=None, eos_ids=frozenset({eot}))
+    eot = vocab.get(GPT2_EOT, len(vocab))  # <|endoftext|> follows the BPE tokens when vocab.json omits it
+    return bpe_tokenizer(vocab, merges, {GPT2_EOT: eot}, GPT2_PATTERN, n_vocab=n_vocab, bos=None, eos={eot},
+                         add_bos=False, where=str(directory))
 
 
 def fill_missing_bytes(ranks: dict[bytes, int], first_free: int) -> tuple[dict[bytes, int], frozenset[int]]:
