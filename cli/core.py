@@ -62,6 +62,14 @@ def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_js
         print_tokens(ids, [tokenizer.piece(i) for i in ids])
 
 
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """\\n, \\t, \\r and \\\\ as typed in a shell argument; every other character (é too) as it is."""
+    return re.sub(r"\\(.)", lambda m: ESCAPES.get(m[1], m[0]), text)
+
+
 def parse_ids(text: str) -> list[int]:
     fields = [f for f in re.split(r"[\s,\[\]]+", text) if f]
     if not all(re.fullmatch(r"-?\d+", f) for f in fields):
@@ -156,7 +164,7 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     context = read_file(context) if context is not None else None
     text = None if batch else read_text(text)
     options = dict(sampling=Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed=seed,
-                   stop=tuple(s.encode().decode("unicode_escape") if "\\" in s else s for s in stop))
+                   stop=tuple(map(unescape, stop)))
     lm = load_model(model)
     if batch:
         run_batch(jsonl, lines, lambda t, notice: generation_json(

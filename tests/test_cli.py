@@ -227,3 +227,10 @@ def test_tokenize_reads_no_weights(tiny_gpt2, tmp_path):
     (no_weights / "model.safetensors").write_bytes(b"not read by tokenize")
     assert run("tokenize", "-m", str(no_weights), "--ids", "Hullo").stdout == "39 724 78\n"
     assert run("predict", "-m", str(no_weights), "Hullo").exit_code == 1
+
+
+def test_stop_sequences_understand_escapes_and_keep_other_characters():
+    from llmx.core import unescape
+
+    assert unescape(r"\n") == "\n" and unescape(r"A:\t") == "A:\t" and unescape("\\\\n") == "\\n"
+    assert unescape("é\\n") == "é\n" and unescape("naïve") == "naïve" and unescape(r"\x") == r"\x"
