@@ -64,6 +64,22 @@ def tiny_gpt2(tmp_path_factory, gpt2_vocab) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2_model(tiny_gpt2):
+    """The tiny GPT-2 loaded by llmx, shared by the engine tests."""
+    from llmx.engine import load
+
+    return load(str(tiny_gpt2))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_reference(tiny_gpt2):
+    """The same files loaded by transformers' GPT2LMHeadModel: the reference the engine is checked against."""
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel.from_pretrained(tiny_gpt2).eval()
+
+
+@pytest.fixture(scope="session")
 def pickle_only_repo(tmp_path_factory, tiny_gpt2) -> Path:
     """A repo folder with config.json and pytorch_model.bin (pickle bytes, never loaded) but no safetensors."""
     folder = tmp_path_factory.mktemp("pickle-only")

@@ -3,20 +3,18 @@
 import numpy as np
 import pytest
 
-from llmx.engine import Sampling, load
+from llmx.engine import Sampling
 from llmx.engine.model import KVCache
 
 
-@pytest.fixture(scope="module")
-def ours(tiny_gpt2):
-    return load(str(tiny_gpt2))
+@pytest.fixture
+def ours(tiny_gpt2_model):
+    return tiny_gpt2_model
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_gpt2):
-    from transformers import GPT2LMHeadModel
-
-    return GPT2LMHeadModel.from_pretrained(tiny_gpt2).eval()
+@pytest.fixture
+def reference(tiny_gpt2_reference):
+    return tiny_gpt2_reference
 
 
 def reference_logits(reference, ids):

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from llmx.engine import InputError, Sampling, Trace, load
+from llmx.engine import InputError, Sampling, Trace
 from llmx.engine import inspect as ins
 from llmx.engine.lm import LanguageModel
 from llmx.engine.model import Block, Config, Linear, Norm, Weights
@@ -16,12 +16,12 @@ from llmx.engine.model import Block, Config, Linear, Norm, Weights
 TEXT = "Hullo, my name is"
 
 
-@pytest.fixture(scope="module")
-def lm(tiny_gpt2):
-    return load(str(tiny_gpt2))
+@pytest.fixture
+def lm(tiny_gpt2_model):
+    return tiny_gpt2_model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ids(lm):
     return lm.prompt_ids(TEXT)
 

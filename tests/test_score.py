@@ -11,18 +11,14 @@ from test_cli import run
 TEXT = "Hullo, my name is Ada and I like numbers."
 
 
-@pytest.fixture(scope="module")
-def lm(tiny_gpt2):
-    from llmx.engine import load
-
-    return load(str(tiny_gpt2))
+@pytest.fixture
+def lm(tiny_gpt2_model):
+    return tiny_gpt2_model
 
 
-@pytest.fixture(scope="module")
-def hf(tiny_gpt2):
-    from transformers import GPT2LMHeadModel
-
-    return GPT2LMHeadModel.from_pretrained(tiny_gpt2).eval()
+@pytest.fixture
+def hf(tiny_gpt2_reference):
+    return tiny_gpt2_reference
 
 
 def hf_loss(hf, ids: list[int]) -> float:
