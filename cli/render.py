@@ -6,28 +6,73 @@ Colour appears only on a terminal and never with NO_COLOR (Rich checks both).
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import sys
 import textwrap
 from functools import partial
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 TOKEN_STYLES = ("black on rgb(180,210,255)", "black on rgb(255,220,170)", "black on rgb(190,240,190)",
                 "black on rgb(250,200,220)")
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+VISIBLE_TABLE = str.maketrans(VISIBLE)
+SPACES_BEFORE_LINE_END = re.compile(r" +\n")
 
 
-def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False)
+class LineEndsStripped:
+    """A text stream that drops the spaces before each line end: Rich pads table cells out to the column's
+    width, which a terminal hides but a file or a pipe keeps. Spaces at the end of one write are held back
+    until the next shows whether a line end follows them."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.held = ""
+
+    def write(self, text: str) -> int:
+        text = self.held + text
+        kept = text.rstrip(" ")
+        self.held = text[len(kept):]
+        self.stream.write(SPACES_BEFORE_LINE_END.sub("\n", kept))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def stdout_console(width: int | None = None) -> Console:
+    """Rich on stdout, at `width` columns or the terminal's; into a file or a pipe without trailing spaces."""
+    console = Console(file=sys.stdout, highlight=False, width=width)
+    if not console.is_terminal:
+        console.file = LineEndsStripped(sys.stdout)
+    return console
 
 
 def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    """Rich on stderr; into a file or a pipe a message stays one line instead of being cut at 80 columns."""
+    console = Console(file=sys.stderr, highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+def count(n: int, noun: str) -> str:
+    """'1 token', '7 tokens': a number and its noun, singular or plural."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def notice(message: str) -> None:
@@ -41,31 +86,54 @@ def note(message: str) -> None:
 def visible(piece: bytes | str) -> str:
     """A token's text with whitespace made visible; bytes that are not whole characters as \\xNN."""
     text = piece.decode("utf-8", errors="backslashreplace") if isinstance(piece, bytes) else piece
-    return "".join(VISIBLE.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in text)
+    text = text.translate(VISIBLE_TABLE)
+    return text if text.isprintable() else "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def token_view(pieces: list[bytes], color: bool) -> Text:
-    """The text as its tokens: alternating colours on a terminal, [brackets] without colour."""
+def token_view(shown: list[str], color: bool, first: int = 0) -> Text:
+    """Tokens (in their visible form) as text: alternating colours on a terminal, [brackets] without colour.
+    `first` is the index of shown[0] in the whole text, so that a view drawn in parts alternates alike."""
+    if not color:
+        return Text("".join(f"[{piece}]" for piece in shown))
     view = Text()
-    for i, piece in enumerate(pieces):
-        if color:
-            view.append(visible(piece), style=TOKEN_STYLES[i % len(TOKEN_STYLES)])
-        else:
-            view.append(f"[{visible(piece)}]")
+    for i, piece in enumerate(shown, first):
+        view.append(piece, style=TOKEN_STYLES[i % len(TOKEN_STYLES)])
     return view
 
 
+TOKENS_AT_ONCE = 10_000  # a long text's tokens are drawn this many at a time, so memory stays bounded
+
+
 def print_tokens(ids: list[int], pieces: list[bytes]) -> None:
+    """The token view (one long line that the terminal wraps), a table of index, id and piece, and the count.
+
+    Both stream out in parts, and the table is laid out here rather than by Rich (which takes ~0.4 ms a row:
+    minutes and gigabytes for the million tokens of a 5 MB text)."""
     console = stdout_console()
-    console.print(token_view(pieces, color=console.is_terminal and not console.no_color))
-    table = simple_table()
-    table.add_column("index", justify="right")
-    table.add_column("id", justify="right")
-    table.add_column("piece")
-    for i, (token_id, piece) in enumerate(zip(ids, pieces)):
-        table.add_row(str(i), str(token_id), visible(piece))
-    console.print(table)
-    console.print(f"{len(ids)} token{'s' if len(ids) != 1 else ''}")
+    color = console.is_terminal and not console.no_color
+    distinct = {piece: visible(piece) for piece in set(pieces)}  # a long text repeats a few thousand tokens
+    for start in range(0, len(pieces), TOKENS_AT_ONCE):
+        shown = [distinct[piece] for piece in pieces[start:start + TOKENS_AT_ONCE]]
+        if color:
+            console.print(token_view(shown, color, start), soft_wrap=True, end="")
+        else:  # the same text as token_view's, written straight out: Rich would scan it for control codes again
+            console.file.write("".join(f"[{piece}]" for piece in shown))
+    console.print()
+    widths = (max(len("index"), len(str(len(ids) - 1))), max([len("id"), *(len(str(i)) for i in set(ids))]),
+              max([len("piece"), *map(cell_len, distinct.values())]))
+    console.print(Text(token_row(widths, "index", "id", "piece"), style="table.header"), soft_wrap=True)
+    console.print("─" * (sum(widths) + 6), soft_wrap=True)
+    for start in range(0, len(ids), TOKENS_AT_ONCE):
+        part = range(start, min(start + TOKENS_AT_ONCE, len(ids)))
+        console.file.write("".join(token_row(widths, i, ids[i], distinct[pieces[i]]) + "\n" for i in part))
+    console.print(count(len(ids), "token"))
+
+
+def token_row(widths: tuple[int, int, int], index, token_id, piece: str) -> str:
+    """A line of the tokens table as `simple_table()` draws it (index and id right-aligned, three spaces
+    between columns), but without the spaces that pad the last column (unseen on a terminal)."""
+    w_index, w_id, _ = widths
+    return f"{index:>{w_index}}   {token_id:>{w_id}}   {piece}"
 
 
 def simple_table(**options) -> Table:
