@@ -398,9 +398,10 @@ def attention_heads_view(att, width: int, color: bool) -> list:
 
 def heads_view(scan, width: int, color: bool) -> list:
     """Heads sorted by induction score, with their scores on the control sequence beside them."""
-    table = simple_table()
-    for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous",
-                 "duplicate"):
+    names = ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous", "duplicate")
+    roomy = sum(map(len, names)) + 3 * (len(names) - 1) <= width  # the headers are wider than the scores
+    table = simple_table(padding=(0, 1) if roomy else (0, 0))  # one space between columns fits 80
+    for name in names:
         table.add_column(name, justify="left" if name in ("layer.head", "│") else "right", no_wrap=True)
     for s in scan.heads:
         scores = (s.induction, s.previous, s.duplicate, s.control_induction, s.control_previous, s.control_duplicate)

@@ -147,7 +147,7 @@ def test_model_and_weights_reprs_are_short(tiny_gpt2_model):
 def test_tokenize_view_of_a_long_text_streams_every_row(m):
     from llmx.render import TOKENS_AT_ONCE
 
-    n = 2 * TOKENS_AT_ONCE + 123
+    n = 20 * TOKENS_AT_ONCE + 123  # 200,123 tokens
     r = run("tokenize", *m, input="word" + " word" * (n - 1))
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -177,3 +177,11 @@ def test_tokenize_table_is_laid_out_as_rich_would(m, text):
     console.print(table)
     rich_lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
     assert run("tokenize", *m, "-", input=text + "\n").stdout.splitlines()[1:-1] == rich_lines
+
+
+def test_heads_table_fits_80_columns_with_whole_headers(m):
+    lines = run("heads", *m, "--seq-len", "5", env={"COLUMNS": "80"}).stdout.splitlines()
+    header = next(line for line in lines if line.startswith("layer.head"))
+    assert header.split() == ["layer.head", "induction", "previous", "duplicate", "│", "control:", "induction",
+                              "previous", "duplicate"]
+    assert max(map(len, lines)) <= 80 and "…" not in "".join(lines)
