@@ -94,11 +94,15 @@ def token_view(shown: list[str], color: bool, first: int = 0) -> Text:
     """Tokens (in their visible form) as text: alternating colours on a terminal, [brackets] without colour.
     `first` is the index of shown[0] in the whole text, so that a view drawn in parts alternates alike."""
     if not color:
-        return Text("".join(f"[{piece}]" for piece in shown))
+        return Text(bracketed(shown))
     view = Text()
     for i, piece in enumerate(shown, first):
         view.append(piece, style=TOKEN_STYLES[i % len(TOKEN_STYLES)])
     return view
+
+
+def bracketed(shown: list[str]) -> str:
+    return "".join(f"[{piece}]" for piece in shown)
 
 
 TOKENS_AT_ONCE = 10_000  # a long text's tokens are drawn this many at a time, so memory stays bounded
@@ -116,8 +120,8 @@ def print_tokens(ids: list[int], pieces: list[bytes]) -> None:
         shown = [distinct[piece] for piece in pieces[start:start + TOKENS_AT_ONCE]]
         if color:
             console.print(token_view(shown, color, start), soft_wrap=True, end="")
-        else:  # the same text as token_view's, written straight out: Rich would scan it for control codes again
-            console.file.write("".join(f"[{piece}]" for piece in shown))
+        else:  # token_view's text, written straight out: Rich would scan it for control codes again
+            console.file.write(bracketed(shown))
     console.print()
     widths = (max(len("index"), len(str(len(ids) - 1))), max([len("id"), *(len(str(i)) for i in set(ids))]),
               max([len("piece"), *map(cell_len, distinct.values())]))
@@ -441,8 +445,8 @@ def steer_view(st, width: int, color: bool) -> list:
     norms = ", ".join(f"{x:.1f}" for x in st.vector_norms)
     lines = [wrap(f"Steering vector: ({add!r} − {sub!r}) × {st.coef:g}, the difference of the two prompts' "
                   f"residual streams entering block {st.layer}, each after the start token "
-                  f"{visible(st.add_tokens[0])} and padded to {count(len(st.add_tokens), 'token')}. It is added to the "
-                  f"prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
+                  f"{visible(st.add_tokens[0])} and padded to {count(len(st.add_tokens), 'token')}. It is added to "
+                  f"the prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
                   f"both continuations use seed {st.seed}.", width), Text()]
     texts = []
     for run in (st.steered, st.plain):
