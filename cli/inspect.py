@@ -13,8 +13,21 @@ import click
 from .core import emit_json
 from .inputs import json_option, load_model, model_option, read_text, warn
 
-svg_option = click.option("--svg", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-                          help="Also save the view, in colour, as an SVG image in FILE.")
+WIDTH = "llmx.width"  # where --width is kept in the click context's meta, for show()
+
+
+def keep_width(ctx: click.Context, param, value: int | None) -> None:
+    ctx.meta[WIDTH] = value
+
+
+def svg_option(command):
+    """--svg FILE and --width N, which every view takes."""
+    command = click.option("--width", type=click.IntRange(min=20), metavar="N", expose_value=False,
+                           callback=keep_width,
+                           help="Lay the view out for N columns (default: the terminal's; for --svg, as wide as the "
+                                "view needs to show everything, at least 80).")(command)
+    return click.option("--svg", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+                        help="Also save the view, in colour, as an SVG image in FILE.")(command)
 layer_option = click.option("--layer", "-l", required=True, type=click.IntRange(min=0),
                             help="Block to look at, counted from 0.")
 
@@ -41,7 +54,7 @@ def show(model: str, data, view, svg: str | None, as_json: bool, title: str) -> 
     if as_json:
         emit_json({"model": model, **(data if isinstance(data, dict) else as_data(data))})
     try:
-        present(view, svg, to_stdout=not as_json, title=title)
+        present(view, svg, to_stdout=not as_json, title=title, width=click.get_current_context().meta.get(WIDTH))
     except OSError as e:
         raise click.FileError(svg, e.strerror) from None
 

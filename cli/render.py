@@ -6,28 +6,73 @@ Colour appears only on a terminal and never with NO_COLOR (Rich checks both).
 
 from __future__ import annotations
 
+import io
 import math
+import re
 import sys
 import textwrap
 from functools import partial
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 TOKEN_STYLES = ("black on rgb(180,210,255)", "black on rgb(255,220,170)", "black on rgb(190,240,190)",
                 "black on rgb(250,200,220)")
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+VISIBLE_TABLE = str.maketrans(VISIBLE)
+SPACES_BEFORE_LINE_END = re.compile(r" +\n")
 
 
-def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False)
+class LineEndsStripped:
+    """A text stream that drops the spaces before each line end: Rich pads table cells out to the column's
+    width, which a terminal hides but a file or a pipe keeps. Spaces at the end of one write are held back
+    until the next shows whether a line end follows them."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.held = ""
+
+    def write(self, text: str) -> int:
+        text = self.held + text
+        kept = text.rstrip(" ")
+        self.held = text[len(kept):]
+        self.stream.write(SPACES_BEFORE_LINE_END.sub("\n", kept))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def stdout_console(width: int | None = None) -> Console:
+    """Rich on stdout, at `width` columns or the terminal's; into a file or a pipe without trailing spaces."""
+    console = Console(file=sys.stdout, highlight=False, width=width)
+    if not console.is_terminal:
+        console.file = LineEndsStripped(sys.stdout)
+    return console
 
 
 def stderr_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    """Rich on stderr; into a file or a pipe a message stays one line instead of being cut at 80 columns."""
+    console = Console(file=sys.stderr, highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+def count(n: int, noun: str) -> str:
+    """'1 token', '7 tokens': a number and its noun, singular or plural."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def notice(message: str) -> None:
@@ -41,31 +86,58 @@ def note(message: str) -> None:
 def visible(piece: bytes | str) -> str:
     """A token's text with whitespace made visible; bytes that are not whole characters as \\xNN."""
     text = piece.decode("utf-8", errors="backslashreplace") if isinstance(piece, bytes) else piece
-    return "".join(VISIBLE.get(c, c if c.isprintable() else f"\\x{ord(c):02x}") for c in text)
+    text = text.translate(VISIBLE_TABLE)
+    return text if text.isprintable() else "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def token_view(pieces: list[bytes], color: bool) -> Text:
-    """The text as its tokens: alternating colours on a terminal, [brackets] without colour."""
+def token_view(shown: list[str], color: bool, first: int = 0) -> Text:
+    """Tokens (in their visible form) as text: alternating colours on a terminal, [brackets] without colour.
+    `first` is the index of shown[0] in the whole text, so that a view drawn in parts alternates alike."""
+    if not color:
+        return Text(bracketed(shown))
     view = Text()
-    for i, piece in enumerate(pieces):
-        if color:
-            view.append(visible(piece), style=TOKEN_STYLES[i % len(TOKEN_STYLES)])
-        else:
-            view.append(f"[{visible(piece)}]")
+    for i, piece in enumerate(shown, first):
+        view.append(piece, style=TOKEN_STYLES[i % len(TOKEN_STYLES)])
     return view
 
 
+def bracketed(shown: list[str]) -> str:
+    return "".join(f"[{piece}]" for piece in shown)
+
+
+TOKENS_AT_ONCE = 10_000  # a long text's tokens are drawn this many at a time, so memory stays bounded
+
+
 def print_tokens(ids: list[int], pieces: list[bytes]) -> None:
+    """The token view (one long line that the terminal wraps), a table of index, id and piece, and the count.
+
+    Both stream out in parts, and the table is laid out here rather than by Rich (which takes ~0.4 ms a row:
+    minutes and gigabytes for the million tokens of a 5 MB text)."""
     console = stdout_console()
-    console.print(token_view(pieces, color=console.is_terminal and not console.no_color))
-    table = simple_table()
-    table.add_column("index", justify="right")
-    table.add_column("id", justify="right")
-    table.add_column("piece")
-    for i, (token_id, piece) in enumerate(zip(ids, pieces)):
-        table.add_row(str(i), str(token_id), visible(piece))
-    console.print(table)
-    console.print(f"{len(ids)} token{'s' if len(ids) != 1 else ''}")
+    color = console.is_terminal and not console.no_color
+    distinct = {piece: visible(piece) for piece in set(pieces)}  # a long text repeats a few thousand tokens
+    for start in range(0, len(pieces), TOKENS_AT_ONCE):
+        shown = [distinct[piece] for piece in pieces[start:start + TOKENS_AT_ONCE]]
+        if color:
+            console.print(token_view(shown, color, start), soft_wrap=True, end="")
+        else:  # token_view's text, written straight out: Rich would scan it for control codes again
+            console.file.write(bracketed(shown))
+    console.print()
+    widths = (max(len("index"), len(str(len(ids) - 1))), max([len("id"), *(len(str(i)) for i in set(ids))]),
+              max([len("piece"), *map(cell_len, distinct.values())]))
+    console.print(Text(token_row(widths, "index", "id", "piece"), style="table.header"), soft_wrap=True)
+    console.print("─" * (sum(widths) + 6), soft_wrap=True)
+    for start in range(0, len(ids), TOKENS_AT_ONCE):
+        part = range(start, min(start + TOKENS_AT_ONCE, len(ids)))
+        console.file.write("".join(token_row(widths, i, ids[i], distinct[pieces[i]]) + "\n" for i in part))
+    console.print(count(len(ids), "token"))
+
+
+def token_row(widths: tuple[int, int, int], index, token_id, piece: str) -> str:
+    """A line of the tokens table as `simple_table()` draws it (index and id right-aligned, three spaces
+    between columns), but without the spaces that pad the last column (unseen on a terminal)."""
+    w_index, w_id, _ = widths
+    return f"{index:>{w_index}}   {token_id:>{w_id}}   {piece}"
 
 
 def simple_table(**options) -> Table:
@@ -84,7 +156,7 @@ def predictions_table(predictions, **options) -> Table:
 
 
 def print_predictions(predictions, prompt_tokens: int) -> None:
-    stdout_console().print(predictions_table(predictions, caption=f"after {prompt_tokens} prompt tokens",
+    stdout_console().print(predictions_table(predictions, caption=f"after {count(prompt_tokens, 'prompt token')}",
                                              caption_justify="left"))
 
 
@@ -148,15 +220,16 @@ SHADES = ("black on rgb(225,235,250)", "black on rgb(170,200,245)", "black on rg
           "white on rgb(50,100,200)", "white on rgb(15,45,135)")
 SHADE_EDGES = (0.1, 0.3, 0.5, 0.8)  # upper bounds of the first four shades
 SHADE_LABELS = ("<10%", "10–30%", "30–50%", "50–80%", "≥80%")
+SCORE_LABELS = ("<0.1", "0.1–0.3", "0.3–0.5", "0.5–0.8", "≥0.8")  # the same shades for scores written 0–1
 
 
 def shade(p: float) -> str:
     return SHADES[sum(p >= edge for edge in SHADE_EDGES)]
 
 
-def shade_legend(what: str) -> Text:
+def shade_legend(what: str, labels: tuple[str, ...] = SHADE_LABELS) -> Text:
     legend = Text(f"{what}: ")
-    for style, label in zip(SHADES, SHADE_LABELS):
+    for style, label in zip(SHADES, labels):
         legend.append(f" {label} ", style=style)
         legend.append(" ")
     return legend
@@ -177,22 +250,41 @@ def cut_note(what: str, shown: int, total: int, fix: str, width: int) -> Text:
     return wrap(f"{what} 0–{shown - 1} of {total} shown; {fix}", width, style="italic")
 
 
-def present(build, svg: str | None = None, *, to_stdout: bool = True, title: str = "llmx") -> None:
-    """Print the view `build(width, color)` on stdout, and save it, coloured, as an SVG when `svg` is a path."""
-    console = stdout_console()
+SVG_MIN_WIDTH = 80  # columns of an SVG whose view would fit in fewer: its paragraphs wrap there
+UNLIMITED = 10_000  # a width at which every view shows all it has
+
+
+class Prose(Text):
+    """A paragraph, wrapped to whatever width the view was given: it never decides how wide a view must be."""
+
+
+def present(build, svg: str | None = None, *, to_stdout: bool = True, title: str = "llmx",
+            width: int | None = None) -> None:
+    """Print the view `build(width, color)` on stdout, and save it, coloured, as an SVG when `svg` is a path.
+
+    Both are laid out for `width` columns when it is given. Otherwise stdout takes the terminal's width
+    (80 in a pipe), and the SVG the width its view needs to show everything, at least SVG_MIN_WIDTH."""
     if to_stdout:
+        console = stdout_console(width)
         color = console.is_terminal and not console.no_color
         for part in build(console.width, color):
             console.print(part)
     if svg:
-        import io
-
-        recorder = Console(file=io.StringIO(), record=True, width=console.width, force_terminal=True,
-                           color_system="truecolor", no_color=False, highlight=False)
+        recorder = Console(file=io.StringIO(), record=True, width=width or natural_width(build),
+                           force_terminal=True, color_system="truecolor", no_color=False, highlight=False)
         for part in build(recorder.width, True):
             recorder.print(part)
         recorder.save_svg(svg, title=title)
         stderr_console().print(f"saved {escape(svg)}")
+
+
+def natural_width(build) -> int:
+    """The columns a view needs to show every grid column and table cell whole: its widest part when laid
+    out without limit. Paragraphs and expanding tables take the width they are given, so they do not count."""
+    console = Console(file=io.StringIO(), width=UNLIMITED)
+    widths = [Measurement.get(console, console.options, part).maximum for part in build(UNLIMITED, True)
+              if not isinstance(part, Prose) and not (isinstance(part, Table) and part.expand)]
+    return max([SVG_MIN_WIDTH, *widths])
 
 
 def lens_view(lens, width: int, color: bool) -> list:
@@ -310,9 +402,10 @@ def attention_heads_view(att, width: int, color: bool) -> list:
 
 def heads_view(scan, width: int, color: bool) -> list:
     """Heads sorted by induction score, with their scores on the control sequence beside them."""
-    table = simple_table()
-    for name in ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous",
-                 "duplicate"):
+    names = ("layer.head", "induction", "previous", "duplicate", "│", "control: induction", "previous", "duplicate")
+    roomy = sum(map(len, names)) + 3 * (len(names) - 1) <= width  # the headers are wider than the scores
+    table = simple_table(padding=(0, 1) if roomy else (0, 0))  # one space between columns fits 80
+    for name in names:
         table.add_column(name, justify="left" if name in ("layer.head", "│") else "right", no_wrap=True)
     for s in scan.heads:
         scores = (s.induction, s.previous, s.duplicate, s.control_induction, s.control_previous, s.control_duplicate)
@@ -325,7 +418,7 @@ def heads_view(scan, width: int, color: bool) -> list:
             wrap("previous: to the token just before; duplicate: to the earlier copy of the same token.", width, "  "),
             wrap(f"The control is {2 * scan.seq_len} random tokens that never repeat: real induction and duplicate "
                  "heads score near 0 there.", width), Text(),
-            table] + ([shade_legend("score")] if color else [])
+            table] + ([shade_legend("score", SCORE_LABELS)] if color else [])
 
 
 def neighbors_view(nb, width: int, color: bool) -> list:
@@ -352,8 +445,8 @@ def steer_view(st, width: int, color: bool) -> list:
     norms = ", ".join(f"{x:.1f}" for x in st.vector_norms)
     lines = [wrap(f"Steering vector: ({add!r} − {sub!r}) × {st.coef:g}, the difference of the two prompts' "
                   f"residual streams entering block {st.layer}, each after the start token "
-                  f"{visible(st.add_tokens[0])} and padded to {len(st.add_tokens)} tokens. It is added to the "
-                  f"prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
+                  f"{visible(st.add_tokens[0])} and padded to {count(len(st.add_tokens), 'token')}. It is added to "
+                  f"the prompt's stream there at positions 0–{len(st.vector_norms) - 1} (lengths {norms}); "
                   f"both continuations use seed {st.seed}.", width), Text()]
     texts = []
     for run in (st.steered, st.plain):
@@ -396,37 +489,42 @@ def explain_view(ex, width: int, color: bool) -> list:
         flows.add_row(str(b.layer), f"{b.attn_norm:.2f}", f"{b.mlp_norm:.2f}", f"{b.resid_norm:.2f}")
     top = predictions_table(ex.top)
     para = partial(indent, width=width)
-    kv = f" (sharing {ex.n_kv_head} key/value heads)" if ex.n_kv_head != ex.n_head else ""
+    kv = f" (sharing {count(ex.n_kv_head, 'key/value head')})" if ex.n_kv_head != ex.n_head else ""
+    heads = "the attention head" if ex.n_head == 1 else f"each of the {ex.n_head} attention heads"
     return [
-        step(1, f"Your text becomes {len(ex.tokens)} token{'s' if len(ex.tokens) != 1 else ''}.", width),
-        para(f"The model never sees letters, only these ids, from a vocabulary of {ex.n_vocab:,} pieces."),
+        step(1, f"Your text becomes {count(len(ex.tokens), 'token')}.", width),
+        para(f"The model never sees letters, only these ids, from a vocabulary of {ex.n_vocab:,} pieces."), Text(),
         step(2, f"Each token is looked up in an embedding table: a list of {ex.n_embd} numbers that stands for it.",
              width),
         para(f"{where} |x| is a vector's length."), para(tokens),
-        para(f"The last token's vector entering block 0 has length {ex.input_norm:.2f}."),
-        step(3, f"The vectors pass through {ex.n_layer} blocks, each adding to every token's vector.", width),
+        para(f"The last token's vector entering block 0 has length {ex.input_norm:.2f}."), Text(),
+        step(3, f"The vectors pass through {count(ex.n_layer, 'block')}, each adding to every token's vector.",
+             width),
         para("In a block, attention lets each token read from itself and earlier tokens, then an MLP reworks "
                "what it has; both add their result to the token's running vector (the residual stream). "
                f"Following the last token, {visible(last.token)!r}, whose vector becomes the prediction: "
-               f"where each of the {ex.n_head} attention heads{kv} looks most,"),
+               f"where {heads}{kv} looks most,"),
         *explain_heads(ex, width - 3, color),
-        para("and how much attention and the MLP add to its vector (lengths):"), para(flows),
+        para("and how much attention and the MLP add to its vector (lengths):"), para(flows), Text(),
         step(4, "The final vector is normalised, scored against every token, and the scores become probabilities.",
              width),
         para(f"Final {ARCH_WORDS[ex.norm]}: length {ex.final_norm:.2f}. Unembedding: a {ex.n_vocab:,} × "
                f"{ex.n_embd} matrix{' (the embedding table again)' if ex.tied else ''} gives one score (logit) "
                f"per token. Softmax: probabilities that add up to 1 (entropy {ex.entropy:.2f} bits; "
-               f"{ex.n_vocab:,} equally likely tokens would be {math.log2(ex.n_vocab):.2f})."),
+               f"{ex.n_vocab:,} equally likely tokens would be {math.log2(ex.n_vocab):.2f})."), Text(),
         step(5, f"The most likely next tokens after {visible(last.token)!r}:", width), para(top)]
 
 
 def step(n: int, text: str, width: int) -> Text:
-    return Text("\n") + wrap(f"{n}. {text}", width, style="bold")
+    """A numbered heading whose further lines line up with its first word."""
+    return wrap(f"{n}. {text}", width, style="bold", hanging=" " * len(f"{n}. "))
 
 
-def wrap(text: str, width: int, margin: str = "", style: str = "") -> Text:
-    """A paragraph wrapped to the width here, so that no line keeps a trailing space."""
-    return Text(textwrap.fill(text, max(20, width), initial_indent=margin, subsequent_indent=margin), style=style)
+def wrap(text: str, width: int, margin: str = "", style: str = "", hanging: str = "") -> Prose:
+    """A paragraph wrapped to the width here, so that no line keeps a trailing space; `margin` starts every
+    line, `hanging` every line but the first."""
+    return Prose(textwrap.fill(text, max(20, width), initial_indent=margin, subsequent_indent=margin + hanging),
+                 style=style)
 
 
 def indent(part, width: int):
@@ -441,7 +539,7 @@ def indent(part, width: int):
 def explain_heads(ex, width: int, color: bool) -> list:
     """Rows are blocks, columns heads: the token each head of the last position attends to most, and how much."""
     label_w, cell_w = len(f"block {ex.n_layer - 1}") + 2, 11  # "·name   45%"
-    fit = max(1, min(ex.n_head, (width - label_w - 2) // (cell_w + 1)))
+    fit = max(1, min(ex.n_head, (width - label_w + 1) // (cell_w + 1)))
     lines = [Text(" " * label_w + " ".join(f"head {h}".ljust(cell_w) for h in range(fit)).rstrip())]
     for b in ex.blocks:
         line = Text(f"block {b.layer}".ljust(label_w))
@@ -499,7 +597,7 @@ def print_score(score) -> None:
     console.print(table)
     scored = len(score.scored)
     first = "" if scored == len(score.tokens) else " (the first has no context: --bos scores it too)"
-    console.print(f"{scored} of {len(score.tokens)} tokens scored{first}, {score.n_bytes} bytes"
+    console.print(f"{scored} of {count(len(score.tokens), 'token')} scored{first}, {count(score.n_bytes, 'byte')}"
                   + (f", in {score.windows} windows" if score.windows > 1 else ""))
     console.print(f"mean NLL       {score.mean_nll:.4f} nats/token")
     console.print(f"perplexity     {score.perplexity:.2f}")

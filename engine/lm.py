@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,8 @@ class LanguageModel:
     name: str  # as the user gave it (Hub id, directory or .gguf file)
     path: Path  # where its files are
     config: Config
-    weights: Weights
-    tokenizer: Tokenizer
+    weights: Weights = field(repr=False)  # repr(model) stays one line: print model.weights for their shapes
+    tokenizer: Tokenizer = field(repr=False)
 
     def forward(self, ids, cache: KVCache | None = None, **options) -> tuple[np.ndarray, KVCache]:
         """logits, cache = model.forward(ids, cache): see `model.forward` for the options (trace, steer, ...)."""

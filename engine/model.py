@@ -48,16 +48,35 @@ class Config:
         return "gelu" if self.arch == "gpt2" else "swiglu"
 
 
+def short_repr(weights) -> str:
+    """A weights dataclass with arrays as dtype[shape] and blocks as the first of them: a line, not megabytes."""
+    def one(name: str, value) -> str:
+        if name == "lm_head" and value is weights.wte:
+            return "wte (tied)"
+        if isinstance(value, tuple) and value and isinstance(value[0], Block):
+            return f"({len(value)} blocks like {value[0]!r})"
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            return f"{value.dtype}[{', '.join(map(str, value.shape))}]"
+        return repr(value)
+
+    fields = (f"{f.name}={one(f.name, getattr(weights, f.name))}" for f in dataclasses.fields(weights))
+    return f"{type(weights).__name__}({', '.join(fields)})"
+
+
 @dataclass(frozen=True)
 class Linear:
     w: np.ndarray  # [out, in]
     b: np.ndarray | None = None  # [out], or None where the architecture has no bias
+
+    __repr__ = short_repr
 
 
 @dataclass(frozen=True)
 class Norm:
     g: np.ndarray  # [n_embd] scale
     b: np.ndarray | None = None  # [n_embd] shift; LayerNorm only
+
+    __repr__ = short_repr
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,8 @@ class Block:
     c_fc: Linear  # MLP in: [n_ff, n_embd], or for SwiGLU gate and up fused: [2 * n_ff, n_embd]
     mlp_c_proj: Linear  # MLP out: [n_embd, n_ff]
 
+    __repr__ = short_repr
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -77,6 +98,8 @@ class Weights:
     blocks: tuple[Block, ...]
     ln_f: Norm  # final norm, before the unembedding
     lm_head: np.ndarray  # [n_vocab, n_embd] unembedding; the same array as wte when tied
+
+    __repr__ = short_repr
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,13 @@ def test_tokenize_view_table_and_count(m):
         "[H][ull][o][,][·my][·name][·is]\n"
         "index     id   piece\n"
         "────────────────────\n"
-        "    0     39   H    \n"
-        "    1    724   ull  \n"
-        "    2     78   o    \n"
-        "    3     11   ,    \n"
-        "    4    616   ·my  \n"
+        "    0     39   H\n"
+        "    1    724   ull\n"
+        "    2     78   o\n"
+        "    3     11   ,\n"
+        "    4    616   ·my\n"
         "    5   1438   ·name\n"
-        "    6    318   ·is  \n"
+        "    6    318   ·is\n"
         "7 tokens\n")
 
 
