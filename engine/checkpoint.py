@@ -164,7 +164,7 @@ def check_block_count(names, pattern: str, n_layer: int, key: str, where: str) -
 
     Checked before any loop over n_layer, so a damaged count fails at once rather than loop for ever."""
     blocks = {int(m[1]) for m in map(re.compile(pattern).match, names) if m}
-    if blocks != set(range(n_layer)):
+    if len(blocks) != n_layer or (blocks and (min(blocks), max(blocks)) != (0, n_layer - 1)):  # distinct numbers
         found = f"blocks {min(blocks)}..{max(blocks)} ({len(blocks)} in all)" if blocks else "no blocks"
         raise CheckpointError(f"{where}: {key} is {n_layer}, but the file has tensors for {found}: "
                               "the configuration and weights disagree; download or convert it again")
@@ -237,7 +237,7 @@ def load_hf_directory(directory: Path) -> tuple[Config, Weights]:
         tensors.update(read_safetensors(path))
     origin = files[0].name + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "") + f" in {directory}"
     block = r"(?:transformer\.)?h\.(\d+)\." if cfg.arch == "gpt2" else r"model\.layers\.(\d+)\."
-    check_block_count(tensors, block, cfg.n_layer, HF_KEYS[cfg.arch]["n_layer"], origin)
+    check_block_count(tensors, block, cfg.n_layer, f"config.json's {HF_KEYS[cfg.arch]['n_layer']}", origin)
     return cfg, build_weights(TensorSource(tensors, origin, "GPT-2" if cfg.arch == "gpt2" else "Llama"), cfg)
 
 
