@@ -170,10 +170,11 @@ def cached_models(cache_dir: str | Path | None = None) -> list[CachedModel]:
     or none that can be read (a file where the folder should be, a name too long). Damaged repos inside
     it (dangling links, a file where a folder should be) are left out by huggingface_hub's scan."""
     from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
     try:
         info = scan_cache_dir(cache_dir)
-    except (OSError, ValueError):  # CacheNotFound is a FileNotFoundError; a file as the cache, a ValueError
+    except (CacheNotFound, OSError, ValueError):  # none yet; a name too long; a file where the folder should be
         return []
     models = []
     for repo in info.repos:
