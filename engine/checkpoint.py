@@ -96,7 +96,8 @@ def gpt2_config(hf: dict, keys: dict, where: str) -> Config:
 
 def llama_config(hf: dict, keys: dict, where: str) -> Config:
     scaling = hf.get("rope_scaling")
-    if scaling not in (None, {}) and (not isinstance(scaling, dict) or scaling.get("rope_type", "default") != "default"):
+    plain = scaling in (None, {}) or isinstance(scaling, dict) and scaling.get("rope_type", "default") == "default"
+    if not plain:
         raise CheckpointError(f"{where}: rope_scaling {short(scaling)} is not supported yet")
     n_embd, n_head = count(hf, keys["n_embd"], where), count(hf, keys["n_head"], where)
     if hf.get("head_dim") is not None and (n_embd % n_head or hf["head_dim"] != n_embd // n_head):

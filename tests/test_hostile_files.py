@@ -4,11 +4,9 @@ LlmxError) line naming the problem, quickly, before any work; through the CLI, e
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
 
-import numpy as np
 import pytest
 
 from conftest import write_tiny_llama
