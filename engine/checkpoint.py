@@ -7,7 +7,8 @@ naming the tensor rather than deep inside a matrix product.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -32,42 +33,148 @@ class TensorSource:
         return array
 
 
+# Largest value accepted for a count read from a model file (layers, heads, widths, vocabulary), and for a
+# context length: larger ones are damage, and would make the engine allocate or loop for ever.
+MAX_COUNT = 1 << 31
+MAX_CONTEXT = 1 << 24
+# Config field -> the config.json key it comes from, per model_type; the key names appear in errors.
+HF_KEYS = {
+    "gpt2": dict(n_vocab="vocab_size", n_ctx="n_positions", n_embd="n_embd", n_layer="n_layer", n_head="n_head",
+                 n_kv_head="n_head", n_ff="n_inner", norm_eps="layer_norm_epsilon"),
+    "llama": dict(n_vocab="vocab_size", n_ctx="max_position_embeddings", n_embd="hidden_size",
+                  n_layer="num_hidden_layers", n_head="num_attention_heads", n_kv_head="num_key_value_heads",
+                  n_ff="intermediate_size", norm_eps="rms_norm_eps", rope_theta="rope_theta"),
+}
+
+
+def read_json(path: Path):
+    """A JSON file's value; any file Python cannot parse (or parses badly) is a CheckpointError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        reason = f"{e.msg} at line {e.lineno}"
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError:  # Python refuses integers of more than 4300 digits
+        reason = "a number too long to read"
+    raise CheckpointError(f"{path} is not valid JSON ({reason}): download it again")
+
+
 def read_config_json(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} has no config.json: is it a Hugging Face model directory?")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}): download it again") from None
+    return read_json(path)
 
 
 def config_from_hf(hf: dict, where: str) -> Config:
-    """Our Config from a Hugging Face config.json (GPT-2 or Llama)."""
+    """Our Config from a Hugging Face config.json (GPT-2 or Llama), every value checked before use."""
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{where} is a JSON {type(hf).__name__}, not an object: download it again")
     model_type = hf.get("model_type")
-    try:
-        if model_type == "gpt2":
-            if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-                raise CheckpointError(f"{where}: activation {hf['activation_function']!r} is not supported "
-                                      "(llmx runs GPT-2's gelu_new)")
-            return Config(arch="gpt2", n_vocab=hf["vocab_size"], n_ctx=hf["n_positions"], n_embd=hf["n_embd"],
-                          n_layer=hf["n_layer"], n_head=hf["n_head"], n_kv_head=hf["n_head"],
-                          n_ff=hf.get("n_inner") or 4 * hf["n_embd"], norm_eps=hf.get("layer_norm_epsilon", 1e-5))
-        if model_type == "llama":
-            if hf.get("rope_scaling") not in (None, {}) and hf["rope_scaling"].get("rope_type", "default") != "default":
-                raise CheckpointError(f"{where}: rope_scaling {hf['rope_scaling']} is not supported yet")
-            n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
-            if hf.get("head_dim") not in (None, n_embd // n_head):
-                raise CheckpointError(f"{where}: head_dim {hf['head_dim']} != hidden_size / num_attention_heads "
-                                      "is not supported")
-            return Config(arch="llama", n_vocab=hf["vocab_size"], n_ctx=hf.get("max_position_embeddings", 2048),
-                          n_embd=n_embd, n_layer=hf["num_hidden_layers"], n_head=n_head,
-                          n_kv_head=hf.get("num_key_value_heads") or n_head, n_ff=hf["intermediate_size"],
-                          norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(hf.get("rope_theta", 10000.0)))
-    except KeyError as e:
-        raise CheckpointError(f"{where} lacks the key {e} that a {model_type} config has: is the file complete?") \
-            from None
-    raise CheckpointError(f"{where}: model_type {model_type!r} is not supported (llmx runs gpt2 and llama)")
+    if model_type not in HF_KEYS:
+        raise CheckpointError(f"{where}: model_type {short(model_type)} is not supported (llmx runs gpt2 and llama)")
+    keys = HF_KEYS[model_type]
+    cfg = gpt2_config(hf, keys, where) if model_type == "gpt2" else llama_config(hf, keys, where)
+    check_config(cfg, keys, where)
+    check_token_ids({key: hf.get(key) for key in ("bos_token_id", "eos_token_id")}, cfg.n_vocab, where)
+    return cfg
+
+
+def gpt2_config(hf: dict, keys: dict, where: str) -> Config:
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{where}: activation {short(hf['activation_function'])} is not supported "
+                              "(llmx runs GPT-2's gelu_new)")
+    n_embd, n_head = count(hf, keys["n_embd"], where), count(hf, keys["n_head"], where)
+    return Config(arch="gpt2", n_vocab=count(hf, keys["n_vocab"], where), n_embd=n_embd,
+                  n_ctx=count(hf, keys["n_ctx"], where, limit=MAX_CONTEXT), n_layer=count(hf, keys["n_layer"], where),
+                  n_head=n_head, n_kv_head=n_head, n_ff=count(hf, keys["n_ff"], where, default=4 * n_embd),
+                  norm_eps=positive_float(hf, keys["norm_eps"], where, default=1e-5))
+
+
+def llama_config(hf: dict, keys: dict, where: str) -> Config:
+    scaling = hf.get("rope_scaling")
+    plain = scaling in (None, {}) or isinstance(scaling, dict) and scaling.get("rope_type", "default") == "default"
+    if not plain:
+        raise CheckpointError(f"{where}: rope_scaling {short(scaling)} is not supported yet")
+    n_embd, n_head = count(hf, keys["n_embd"], where), count(hf, keys["n_head"], where)
+    if hf.get("head_dim") is not None and (n_embd % n_head or hf["head_dim"] != n_embd // n_head):
+        raise CheckpointError(f"{where}: head_dim {short(hf['head_dim'])} != hidden_size / num_attention_heads "
+                              "is not supported")
+    return Config(arch="llama", n_vocab=count(hf, keys["n_vocab"], where), n_embd=n_embd,
+                  n_ctx=count(hf, keys["n_ctx"], where, default=2048, limit=MAX_CONTEXT),
+                  n_layer=count(hf, keys["n_layer"], where), n_head=n_head,
+                  n_kv_head=count(hf, keys["n_kv_head"], where, default=n_head), n_ff=count(hf, keys["n_ff"], where),
+                  norm_eps=positive_float(hf, keys["norm_eps"], where, default=1e-6),
+                  rope_theta=positive_float(hf, keys["rope_theta"], where, default=10000.0))
+
+
+def count(values: dict, key: str, where: str, *, default: int | None = None, limit: int = MAX_COUNT) -> int:
+    """values[key] as a whole number from 1 to `limit`; `default` when the key is missing or null."""
+    value = values.get(key)
+    if value is None:
+        value = default
+    if value is None:
+        raise CheckpointError(f"{where} lacks {key!r}, which such a model's configuration has: is the file complete?")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+        raise CheckpointError(f"{where}: {key} is {short(value)}, but must be a whole number from 1 to {limit}: "
+                              "the file is damaged; download or convert it again")
+    return value
+
+
+def positive_float(values: dict, key: str, where: str, *, default: float) -> float:
+    value = values.get(key)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise CheckpointError(f"{where}: {key} is {short(value)}, but must be a positive number: "
+                              "the file is damaged; download or convert it again")
+    return float(value)
+
+
+def check_config(cfg: Config, keys: dict, where: str) -> None:
+    """Head counts that divide: the reshape to [n_head, n_seq, d_head] and grouped-query attention need it.
+
+    keys: Config field -> the name of that value in the file, for the message."""
+    def fail(big: str, small: str, extra: str = ""):
+        raise CheckpointError(f"{where}: {keys[big]} ({getattr(cfg, big)}) is not a multiple of {keys[small]} "
+                              f"({getattr(cfg, small)}){extra}: the file is damaged; download or convert it again")
+
+    if cfg.n_embd % cfg.n_head:
+        fail("n_embd", "n_head")
+    if cfg.n_head % cfg.n_kv_head:
+        fail("n_head", "n_kv_head")
+    if cfg.rope_theta is not None and cfg.d_head % 2:
+        raise CheckpointError(f"{where}: the head size {keys['n_embd']} / {keys['n_head']} = {cfg.d_head} is odd, "
+                              "but rotary positions need an even one: the file is damaged")
+
+
+def check_token_ids(ids: dict, n_vocab: int, where: str) -> None:
+    """Special token ids (one id, a list of ids, or None) inside the vocabulary [0, n_vocab)."""
+    for key, value in ids.items():
+        for token in value if isinstance(value, list) else [value]:
+            if token is not None and (isinstance(token, bool) or not isinstance(token, int)
+                                      or not 0 <= token < n_vocab):
+                raise CheckpointError(f"{where}: {key} is {short(value)}, outside the vocabulary of {n_vocab} "
+                                      "tokens: the file is damaged; download or convert it again")
+
+
+def check_block_count(names, pattern: str, n_layer: int, key: str, where: str) -> None:
+    """The tensors' block numbers (`pattern` captures one from a name) are exactly 0 .. n_layer-1.
+
+    Checked before any loop over n_layer, so a damaged count fails at once rather than loop for ever."""
+    blocks = {int(m[1]) for m in map(re.compile(pattern).match, names) if m}
+    if len(blocks) != n_layer or (blocks and (min(blocks), max(blocks)) != (0, n_layer - 1)):  # distinct numbers
+        found = f"blocks {min(blocks)}..{max(blocks)} ({len(blocks)} in all)" if blocks else "no blocks"
+        raise CheckpointError(f"{where}: {key} is {n_layer}, but the file has tensors for {found}: "
+                              "the configuration and weights disagree; download or convert it again")
+
+
+def short(value) -> str:
+    """A value from a file for a message: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def gpt2_weights(src: TensorSource, cfg: Config) -> Weights:
@@ -130,6 +237,8 @@ def load_hf_directory(directory: Path) -> tuple[Config, Weights]:
     for path in files:
         tensors.update(read_safetensors(path))
     origin = files[0].name + (f" (and {len(files) - 1} more shards)" if len(files) > 1 else "") + f" in {directory}"
+    block = r"(?:transformer\.)?h\.(\d+)\." if cfg.arch == "gpt2" else r"model\.layers\.(\d+)\."
+    check_block_count(tensors, block, cfg.n_layer, f"config.json's {HF_KEYS[cfg.arch]['n_layer']}", origin)
     return cfg, build_weights(TensorSource(tensors, origin, "GPT-2" if cfg.arch == "gpt2" else "Llama"), cfg)
 
 
@@ -139,7 +248,7 @@ def safetensors_files(directory: Path) -> list[Path]:
         return [single]
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = shard_names(read_json(index), index)
         missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
             raise CheckpointError(f"{directory} lacks the shard {missing[0]} named in {index.name}")
@@ -148,3 +257,19 @@ def safetensors_files(directory: Path) -> list[Path]:
         raise CheckpointError(f"{directory} has only pickle/TensorFlow weights; llmx loads only model.safetensors "
                               "(never pickle files): convert it, or pick a repo that has safetensors")
     raise CheckpointError(f"{directory} has no model.safetensors: is it a Hugging Face model directory?")
+
+
+def shard_names(index, path: Path) -> list[str]:
+    """The shard files an index's weight_map names: relative paths inside the model folder, nothing else.
+
+    Checked by the name alone (no `resolve()`): in the Hugging Face cache every file is a link out of the
+    snapshot folder into blobs/, but a name that is absolute or climbs with `..` is never a shard."""
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+        raise CheckpointError(f"{path} has no valid weight_map (tensor name -> shard file): download it again")
+    for name in weight_map.values():
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name or "\0" in name:
+            raise CheckpointError(f"{path} names the shard {short(name)}, which is not a file inside the model "
+                                  "folder: llmx does not follow it; download the model again")
+    return sorted(set(weight_map.values()))

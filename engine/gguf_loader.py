@@ -13,6 +13,7 @@ and then built by the same functions as a safetensors checkpoint (`checkpoint.ll
 from __future__ import annotations
 
 import dataclasses
+import math
 import mmap
 import re
 import struct
@@ -21,12 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import TensorSource, gpt2_weights, llama_weights
+from .checkpoint import (MAX_CONTEXT, MAX_COUNT, TensorSource, check_block_count, check_config, count, gpt2_weights,
+                         llama_weights, positive_float, short)
 from .errors import CheckpointError
 from .model import Config, Weights
 from .tokenizer import Tokenizer, gguf_tokenizer
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+# The metadata arrays llmx uses (the tokenizer's); a header is read with only these built as lists.
+TOKENIZER_ARRAYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
+MAX_DIMS = 4  # GGML_MAX_DIMS
 ARCHITECTURES = ("llama", "gpt2")
 
 # GGUF metadata value types: struct format of each scalar; 8 is a string, 9 an array.
@@ -65,115 +70,195 @@ class GGUFHeader:
     meta: dict  # metadata key -> value (arrays as lists)
     tensors: list[TensorInfo]
     data_start: int  # file offset of the (aligned) data section
+    alignment: int = 32  # of every tensor's offset (general.alignment)
 
 
 def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
     path = Path(path)
-    header = read_gguf_header(path)
+    header = read_gguf_header(path, arrays=TOKENIZER_ARRAYS)
     cfg = config_from_gguf(header.meta, gguf_vocab_size(header), path.name)
+    check_block_count([t.name for t in header.tensors], r"blk\.(\d+)\.", cfg.n_layer, f"{cfg.arch}.block_count",
+                      path.name)
+    check_tensor_layout(header, path)
+    tokenizer = gguf_tokenizer(header.meta, cfg.n_vocab, path.name)  # checked before the weights are read
     memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))  # plain ndarray: memmap views are slow to slice
     tensors = {hf_name(t.name, cfg.arch): dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
     src = TensorSource(tensors, f"{path.name} (GGUF names mapped to Hugging Face's)",
                        "Llama" if cfg.arch == "llama" else "GPT-2")
     weights = llama_from_gguf(src, cfg) if cfg.arch == "llama" else gpt2_from_gguf(src, cfg)
-    return cfg, weights, gguf_tokenizer(header.meta, cfg.n_vocab, path.name)
+    return cfg, weights, tokenizer
 
 
 def gguf_vocab_size(header: GGUFHeader) -> int:
     """Rows of the token embedding (the vocabulary list's length if the file has no embedding)."""
     shapes = {t.name: t.shape for t in header.tensors}
-    return shapes.get("token_embd.weight", (len(header.meta.get("tokenizer.ggml.tokens", [])),))[0]
+    tokens = header.meta.get("tokenizer.ggml.tokens")
+    return shapes.get("token_embd.weight", (len(tokens) if isinstance(tokens, list) else 0,))[0]
 
 
-def read_gguf_header(path: Path, *, arrays: bool = True) -> GGUFHeader:
-    """Metadata and tensor descriptions; with arrays=False the arrays (vocabulary, merges) are skipped."""
+class _Damaged(Exception):
+    """Why a GGUF header cannot be read, in words (no Python internals)."""
+
+
+def read_gguf_header(path: Path, *, arrays: bool | frozenset = True) -> GGUFHeader:
+    """Metadata and tensor descriptions. arrays: True builds every metadata array as a list, False none
+    (they are None), a set of keys only those (the vocabulary takes far more memory as lists than on disk)."""
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _read_header(_Cursor(data), arrays)
-    except (struct.error, ValueError, UnicodeDecodeError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable GGUF file ({e}): it may be truncated or not GGUF "
-                              "at all; download it again") from None
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise CheckpointError(f"{path} is not a readable GGUF file: it does not start with the GGUF magic "
+                                      "bytes, so it is not a GGUF file (or a damaged one); download it again")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return _read_header(_Cursor(data), arrays)
+    except _Damaged as e:
+        raise CheckpointError(f"{path} is not a readable GGUF file: {e}; download or convert it again") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e}): check the file") from None
 
 
-def _read_header(cursor: _Cursor, arrays: bool) -> GGUFHeader:
-    from gguf import GGMLQuantizationType
-
+def _read_header(cursor: _Cursor, arrays: bool | frozenset) -> GGUFHeader:
     magic, version, n_tensors, n_kv = cursor.read("4sIQQ")
-    if magic != b"GGUF" or version not in (2, 3):
-        raise ValueError("no GGUF magic" if magic != b"GGUF" else f"GGUF version {version}")
+    if version not in (2, 3):
+        raise _Damaged(f"GGUF version {version} is not one llmx reads (2 or 3)")
+    cursor.need(n_kv, 8 + 4 + 1)  # each key-value: a key's length, a type, at least a byte of value
     meta = {}
     for _ in range(n_kv):
         key = cursor.string()
-        meta[key] = cursor.value(cursor.read("I"), arrays)
-    tensors = []
-    for _ in range(n_tensors):
-        name = cursor.string()
-        n_dims = cursor.read("I")
-        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)  # innermost first
-        cursor.pos += 8 * n_dims
-        kind, offset = GGMLQuantizationType(cursor.read("I")), cursor.read("Q")
-        tensors.append(TensorInfo(name, kind, tuple(reversed(dims)), offset))
+        meta[key] = cursor.value(cursor.read("I"), arrays if isinstance(arrays, bool) else key in arrays)
+    cursor.need(n_tensors, 8 + 4 + 4 + 8)  # each tensor: a name's length, dimensions, type, offset
+    tensors = [_tensor_info(cursor) for _ in range(n_tensors)]
     alignment = meta.get("general.alignment", 32)
-    return GGUFHeader(meta, tensors, data_start=-(-cursor.pos // alignment) * alignment)
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0:
+        raise _Damaged(f"general.alignment is {alignment!r}, but must be a positive whole number")
+    return GGUFHeader(meta, tensors, data_start=-(-cursor.pos // alignment) * alignment, alignment=alignment)
+
+
+def _tensor_info(cursor: _Cursor) -> TensorInfo:
+    from gguf import GGMLQuantizationType
+
+    name = cursor.string()
+    n_dims = cursor.read("I")
+    if n_dims > MAX_DIMS:
+        raise _Damaged(f"tensor '{name[:80]}' has {n_dims} dimensions (GGUF allows at most {MAX_DIMS})")
+    dims = cursor.read_tuple(f"{n_dims}Q")  # innermost first
+    number = cursor.read("I")
+    try:
+        kind = GGMLQuantizationType(number)
+    except ValueError:
+        raise _Damaged(f"tensor '{name[:80]}' has the unknown type number {number}") from None
+    return TensorInfo(name, kind, tuple(reversed(dims)), cursor.read("Q"))
 
 
 class _Cursor:
-    """Little-endian reads from a GGUF header held in memory."""
+    """Little-endian reads from a GGUF header held in memory; reading past its end raises _Damaged."""
 
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
+    def need(self, n_items: int, item_bytes: int) -> None:
+        """At least n_items * item_bytes bytes are left: a count from the file is checked before any loop."""
+        if n_items * item_bytes > len(self.data) - self.pos:
+            raise _Damaged(f"it is truncated (a count of {n_items} items runs past the end of the file)")
+
     def read(self, fmt: str):
-        values = struct.unpack_from("<" + fmt, self.data, self.pos)
-        self.pos += struct.calcsize("<" + fmt)
+        values = self.read_tuple(fmt)
         return values[0] if len(values) == 1 else values
+
+    def read_tuple(self, fmt: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        if self.pos + size > len(self.data):
+            raise _Damaged("it is truncated (its header runs past the end of the file)")
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return values
 
     def string(self) -> str:
         n = self.read("Q")
+        self.need(n, 1)
         self.pos += n
-        if self.pos > len(self.data):
-            raise struct.error("string runs past the end")
         return self.data[self.pos - n:self.pos].decode("utf-8", errors="replace")
 
-    def value(self, kind: int, arrays: bool = True):
-        """A metadata value; with arrays=False, arrays are skipped (None)."""
+    def value(self, kind: int, keep: bool = True):
+        """A metadata value; with keep=False an array is skipped without building it (None)."""
         if kind in GGUF_SCALARS:
             return self.read(GGUF_SCALARS[kind])
         if kind == GGUF_STRING:
             return self.string()
-        if kind == GGUF_ARRAY:
-            item, count = self.read("IQ")
-            if item in GGUF_SCALARS:
-                fmt = f"<{count}{GGUF_SCALARS[item]}"
-                values = list(struct.unpack_from(fmt, self.data, self.pos)) if arrays else None
-                self.pos += struct.calcsize(fmt)
-                if self.pos > len(self.data):
-                    raise struct.error("array runs past the end")
-                return values
-            values = [self.value(item, arrays) for _ in range(count)]
-            return values if arrays else None
-        raise ValueError(f"unknown metadata type {kind}")
+        if kind != GGUF_ARRAY:
+            raise _Damaged(f"a metadata value has the unknown type number {kind}")
+        item, count = self.read("IQ")
+        if item in GGUF_SCALARS:
+            size = struct.calcsize("<" + GGUF_SCALARS[item])
+            self.need(count, size)
+            values = list(struct.unpack_from(f"<{count}{GGUF_SCALARS[item]}", self.data, self.pos)) if keep else None
+            self.pos += count * size
+            return values
+        self.need(count, 8 if item == GGUF_STRING else 12)  # a string's length, or an array's type and count
+        if not keep:
+            for _ in range(count):
+                self.value(item, keep=False)
+            return None
+        return [self.value(item) for _ in range(count)]
+
+
+# Config field -> the GGUF metadata key it comes from ({arch} is general.architecture).
+GGUF_KEYS = dict(n_vocab="token_embd.weight rows", n_ctx="{arch}.context_length", n_embd="{arch}.embedding_length",
+                 n_layer="{arch}.block_count", n_head="{arch}.attention.head_count",
+                 n_kv_head="{arch}.attention.head_count_kv", n_ff="{arch}.feed_forward_length")
 
 
 def config_from_gguf(meta: dict, n_vocab: int, where: str) -> Config:
-    """Our Config from the `{arch}.*` metadata that llama.cpp's converter writes."""
+    """Our Config from the `{arch}.*` metadata that llama.cpp's converter writes, every value checked."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{where}: architecture {arch!r} is not supported (llmx runs "
+        raise CheckpointError(f"{where}: architecture {short(arch)} is not supported (llmx runs "
                               f"{' and '.join(ARCHITECTURES)} GGUF files)")
-    try:
-        n_embd, n_head = meta[f"{arch}.embedding_length"], meta[f"{arch}.attention.head_count"]
-        common = dict(arch=arch, n_vocab=n_vocab, n_ctx=meta[f"{arch}.context_length"], n_embd=n_embd,
-                      n_layer=meta[f"{arch}.block_count"], n_head=n_head, n_ff=meta[f"{arch}.feed_forward_length"])
-        if arch == "gpt2":
-            return Config(**common, n_kv_head=n_head, norm_eps=meta["gpt2.attention.layer_norm_epsilon"])
-        check_llama_rope(meta, n_embd // n_head, where)
-        return Config(**common, n_kv_head=meta.get("llama.attention.head_count_kv", n_head),
-                      norm_eps=meta["llama.attention.layer_norm_rms_epsilon"],
-                      rope_theta=float(meta.get("llama.rope.freq_base", 10000.0)))
-    except KeyError as e:
-        raise CheckpointError(f"{where} lacks the metadata {e} that a {arch} GGUF file has: convert it again") \
-            from None
+    keys = {field: key.format(arch=arch) for field, key in GGUF_KEYS.items()}
+    values = {**meta, keys["n_vocab"]: n_vocab}
+    n_head = count(values, keys["n_head"], where)
+    common = {field: count(values, keys[field], where, limit=MAX_CONTEXT if field == "n_ctx" else MAX_COUNT)
+              for field in ("n_vocab", "n_ctx", "n_embd", "n_layer", "n_ff")}
+    if arch == "gpt2":
+        cfg = Config(arch=arch, **common, n_head=n_head, n_kv_head=n_head,
+                     norm_eps=positive_float(meta, "gpt2.attention.layer_norm_epsilon", where, default=1e-5))
+    else:
+        cfg = Config(arch=arch, **common, n_head=n_head, n_kv_head=count(values, keys["n_kv_head"], where,
+                                                                          default=n_head),
+                     norm_eps=positive_float(meta, "llama.attention.layer_norm_rms_epsilon", where, default=1e-5),
+                     rope_theta=positive_float(meta, "llama.rope.freq_base", where, default=10000.0))
+    check_config(cfg, keys, where)
+    if arch == "llama":
+        check_llama_rope(meta, cfg.d_head, where)
+    return cfg
+
+
+def check_tensor_layout(header: GGUFHeader, path: Path) -> None:
+    """Every tensor's bytes inside the file, aligned, and shared with no other tensor (both checked before
+    anything is dequantized: a damaged offset would otherwise give NaN or another tensor's values)."""
+    spans = sorted((t.offset, t.offset + tensor_bytes(t, path), t.name) for t in header.tensors)
+    n_data = path.stat().st_size - header.data_start
+    for begin, end, name in spans:
+        if begin % header.alignment:
+            raise CheckpointError(f"{path.name}: tensor '{name}' starts at offset {begin}, which is not a multiple "
+                                  f"of general.alignment ({header.alignment}): the file is damaged; download it again")
+        if end > n_data:
+            raise CheckpointError(f"{path} is truncated (tensor '{name}' runs past the end of the file): "
+                                  "delete it and download it again")
+    for (_, end, name), (begin, _, other) in zip(spans, spans[1:]):
+        if begin < end:
+            raise CheckpointError(f"{path.name}: tensors '{name}' and '{other}' share bytes (their offsets overlap): "
+                                  "the file is damaged; download or convert it again")
+
+
+def tensor_bytes(tensor: TensorInfo, path: Path) -> int:
+    """Bytes of one tensor's data, from its type's block size; its rows must hold whole blocks."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    block, block_bytes = GGML_QUANT_SIZES[tensor.kind]  # values per block, bytes per block
+    if any(d <= 0 for d in tensor.shape) or tensor.shape[-1] % block:
+        raise CheckpointError(f"{path.name}: tensor '{tensor.name}' has shape {list(tensor.shape)}, which is not "
+                              f"whole blocks of {block} {tensor.kind.name} values: the file is damaged")
+    return math.prod(tensor.shape) // block * block_bytes
 
 
 def check_llama_rope(meta: dict, d_head: int, where: str) -> None:

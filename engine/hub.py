@@ -33,7 +33,13 @@ def repo_id(name: str) -> str:
 def locate(name: str) -> Path:
     """A local path for the model `name`: the path itself if it exists, else the Hub snapshot folder."""
     path = Path(name).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name longer than the file system allows (255 bytes a component), ...
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise ModelNotFoundError(f"{shown} is neither a usable path ({e.strerror}) nor a Hub model id: give a "
+                                 "model directory, a .gguf file or an owner/name id") from None
+    if exists:
         if path.is_file() and path.suffix != ".gguf":
             raise ModelNotFoundError(f"{name} is a file but not a .gguf file: give a model directory or a .gguf file")
         return path
@@ -150,7 +156,7 @@ class CachedModel:
         """Whether the snapshot has a supported config, safetensors weights and tokenizer files (no download)."""
         try:
             model_type = json.loads((self.snapshot / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return False
         if model_type not in TOKENIZER_FILES:
             return False
@@ -160,13 +166,15 @@ class CachedModel:
 
 
 def cached_models(cache_dir: str | Path | None = None) -> list[CachedModel]:
-    """The model repos in the HF cache (default: $HF_HOME/hub), sorted by id; [] when there is no cache yet."""
+    """The model repos in the HF cache (default: $HF_HOME/hub), sorted by id; [] when there is no cache yet,
+    or none that can be read (a file where the folder should be, a name too long). Damaged repos inside
+    it (dangling links, a file where a folder should be) are left out by huggingface_hub's scan."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
     try:
         info = scan_cache_dir(cache_dir)
-    except CacheNotFound:
+    except (CacheNotFound, OSError, ValueError):  # none yet; a name too long; a file where the folder should be
         return []
     models = []
     for repo in info.repos:

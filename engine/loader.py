@@ -21,9 +21,9 @@ def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda me
         config, weights, tokenizer = load_gguf(path)
     else:
         config, weights = load_hf_directory(path)
+        tokenizer = hf_tokenizer(path, config)  # checked before anything is written to the cache
         if config.arch == "gpt2":
             weights = packed(weights, safetensors_files(path), on_notice)
-        tokenizer = hf_tokenizer(path, config)
     return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
 
 
@@ -31,9 +31,9 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
     """Only the tokenizer of model `name`: no weights are read (a GGUF file's header is enough)."""
     path = locate(name)
     if path.is_file():
-        from .gguf_loader import gguf_vocab_size, read_gguf_header
+        from .gguf_loader import TOKENIZER_ARRAYS, gguf_vocab_size, read_gguf_header
 
-        header = read_gguf_header(path)
+        header = read_gguf_header(path, arrays=TOKENIZER_ARRAYS)
         return gguf_tokenizer(header.meta, gguf_vocab_size(header), path.name)
     return hf_tokenizer(path, config_from_hf(read_config_json(path), str(path / "config.json")))
 

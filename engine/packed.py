@@ -5,8 +5,16 @@ as transposed views of the memory map, with no copy, but decoding one token is a
 product per matrix, and OpenBLAS runs those about 30% faster on row-major [out, in] matrices
 (bench/bench.py measures it). So on the first load the four matrices of every block are written,
 transposed, to `$LLMX_CACHE` (default `~/.cache/llmx`) as a safetensors file named after the
-checkpoint's path, size and modification time; every later load memory-maps that file instead.
+checkpoint's content (a SHA-256 of its files); every later load memory-maps that file instead.
 Set LLMX_PACK=0 to use the views as they are.
+
+Soundness at little cost: a file's SHA-256 is remembered in `$LLMX_CACHE/digests/` under the file's
+identity, (device, inode, size, mtime, ctime). The kernel sets ctime on every write and every metadata
+change, and nothing short of changing the system clock sets it back (`touch -r`, a restored backup or
+a sync tool can set the mtime, not the ctime), so while the identity is unchanged the bytes are too.
+A file is therefore hashed once per change (0.31 s for 500 MB on the development machine) and each
+later load costs a stat. The pack records the SHA-256 of its own data when it is written and is
+checked against it the same way before use, so a pack whose data was overwritten is never used.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import socket
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,9 +33,11 @@ import numpy as np
 
 from .errors import CheckpointError
 from .model import Block, Weights
-from .safetensors_mmap import read_safetensors
+from .safetensors_mmap import read_header, read_metadata, read_safetensors
 
 MATRICES = ("c_attn", "c_proj", "c_fc", "mlp_c_proj")
+PACK_FORMAT = "llmx-gpt2-pack-2"  # in the pack's metadata; a pack of another format is not used
+STALE_SECONDS = 3600  # a .partial file untouched this long belongs to no live writer (one writes continuously)
 
 
 def cache_dir() -> Path:
@@ -36,21 +49,27 @@ def packed(weights: Weights, sources: list[Path], notice: Callable[[str], None])
     """`weights` with every block matrix replaced by its row-major copy from the cache (written if missing)."""
     if os.environ.get("LLMX_PACK", "1") == "0" or all(m.w.flags.c_contiguous for m in matrices(weights)):
         return weights
-    path = cache_dir() / f"gpt2-{fingerprint(sources)}.safetensors"
-    if not path.is_file():
-        size = sum(m.w.nbytes for m in matrices(weights))
-        notice(f"packing the weights for fast decoding, once: {size / 1e6:.0f} MB into {path.parent}")
+    remove_stale_partials(cache_dir())
+    path = cache_dir() / f"gpt2-{content_key(sources)}.safetensors"
+    if path.is_file():
+        rows = verified_pack(path)
+        if rows is not None:
+            return replace_matrices(weights, rows)
         try:
-            write_safetensors(path, {name: m.w for name, m in named_matrices(weights)})
+            path.unlink()  # damaged: written again below
         except OSError as e:
-            notice(f"cannot write {path} ({e.strerror}): using the weights as they are (slower decoding)")
+            notice(f"the packed weights {path} are damaged and cannot be removed ({e.strerror}): using the "
+                   "weights as they are (slower decoding); delete that file")
             return weights
+    size = sum(m.w.nbytes for m in matrices(weights))
+    notice(f"packing the weights for fast decoding, once: {size / 1e6:.0f} MB into {path.parent}")
     try:
-        rows = read_safetensors(path)
-    except CheckpointError:
-        path.unlink(missing_ok=True)  # a damaged pack is rebuilt on the next load
+        write_pack(path, {name: m.w for name, m in named_matrices(weights)})
+    except OSError as e:
+        notice(f"cannot write {path} ({e.strerror}): using the weights as they are (slower decoding)")
         return weights
-    return replace_matrices(weights, rows)
+    rows = verified_pack(path)
+    return weights if rows is None else replace_matrices(weights, rows)
 
 
 def matrices(weights: Weights):
@@ -76,25 +95,84 @@ def replace_matrices(weights: Weights, rows: dict[str, np.ndarray]) -> Weights:
     return dataclasses.replace(weights, blocks=tuple(block(i, b) for i, b in enumerate(weights.blocks)))
 
 
-def fingerprint(sources: list[Path]) -> str:
-    """Changes whenever a source file is replaced: its resolved path, size and modification time."""
-    digest = hashlib.sha256()
+def content_key(sources: list[Path]) -> str:
+    """Changes whenever the bytes of a source file change (and only then): a digest of their SHA-256s."""
+    digest = hashlib.sha256(PACK_FORMAT.encode())
     for source in sources:
-        stat = source.stat()
-        digest.update(f"{source.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:24]
+        digest.update(file_digest(source).encode())
+    return digest.hexdigest()[:32]
 
 
-def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    """A safetensors file of float32 tensors, written row-major one tensor at a time, then renamed into place."""
-    header, offset = {}, 0
+def verified_pack(path: Path) -> dict[str, np.ndarray] | None:
+    """The pack's tensors if its header is sound and its data has the SHA-256 recorded when it was written."""
+    try:
+        metadata = read_metadata(path)
+        _, data_start = read_header(path)
+        if metadata.get("format") != PACK_FORMAT or file_digest(path, data_start) != metadata.get("data_sha256"):
+            return None
+        return read_safetensors(path)
+    except (CheckpointError, OSError):
+        return None
+
+
+def file_digest(path: Path, start: int = 0) -> str:
+    """SHA-256 of the file's bytes from `start` on, remembered under the file's identity (see the top)."""
+    stat = path.stat()
+    identity = [str(path.resolve()), start, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                stat.st_ctime_ns]
+    memo = digest_memo(path, start)
+    try:
+        saved = json.loads(memo.read_text())
+        if saved["identity"] == identity:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: hash the file
+    with open(path, "rb") as f:
+        f.seek(start)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    remember_digest(path, start, identity, digest)
+    return digest
+
+
+def digest_memo(path: Path, start: int) -> Path:
+    name = hashlib.sha256(f"{path.resolve()}\0{start}".encode()).hexdigest()[:32]
+    return cache_dir() / "digests" / f"{name}.json"
+
+
+def remember_digest(path: Path, start: int, identity: list, digest: str) -> None:
+    """Write the memo atomically; in a read-only cache the file is simply hashed again next time."""
+    memo = digest_memo(path, start)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"identity": identity, "sha256": digest}))
+        os.replace(partial, memo)
+    except OSError:
+        pass
+
+
+def write_pack(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    """The pack: a safetensors file whose metadata records the SHA-256 of its data, remembered at once."""
+    data_sha256 = hashlib.sha256()
+    for array in tensors.values():
+        data_sha256.update(np.ascontiguousarray(array, dtype=np.float32).data)
+    data_start = write_safetensors(path, tensors, {"format": PACK_FORMAT, "data_sha256": data_sha256.hexdigest()})
+    stat = path.stat()
+    remember_digest(path, data_start, [str(path.resolve()), data_start, stat.st_dev, stat.st_ino, stat.st_size,
+                                       stat.st_mtime_ns, stat.st_ctime_ns], data_sha256.hexdigest())
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> int:
+    """A safetensors file of float32 tensors, written row-major one tensor at a time, then renamed into place.
+    Returns the offset where the data starts."""
+    header, offset = {"__metadata__": metadata}, 0
     for name, array in tensors.items():
         header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     text = json.dumps(header).encode()
     text += b" " * (-(8 + len(text)) % 64)  # so that the data, and each tensor after it, starts 64-byte aligned
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{host_tag()}.partial")
     try:
         with open(partial, "wb") as f:
             f.write(len(text).to_bytes(8, "little") + text)
@@ -103,3 +181,33 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    return 8 + len(text)
+
+
+def host_tag() -> str:
+    """This machine, in a .partial file's name: a writer's process id means something only on its own machine."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Delete the .partial files of killed writers: this machine's whose process is gone, and any untouched
+    for an hour (a live writer writes continuously; a cache may be shared by several machines)."""
+    pattern = re.compile(r".*\.(\d+)\.([0-9a-f]{8})\.partial")
+    for partial in folder.glob("gpt2-*.partial"):
+        match = pattern.fullmatch(partial.name)
+        try:
+            mine = match is not None and match[2] == host_tag()
+            if (mine and not process_exists(int(match[1]))) or time.time() - partial.stat().st_mtime > STALE_SECONDS:
+                partial.unlink()
+        except OSError:
+            pass  # gone already, or a read-only cache
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or an id no process can have: then the age decides)
+    return True

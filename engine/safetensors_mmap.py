@@ -7,6 +7,7 @@ The format: 8 bytes little-endian header length, a JSON header
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -18,8 +19,27 @@ DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64,
           "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
 
 
+ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "U8": 1, "BOOL": 1}
+
+
 def read_header(path: Path) -> tuple[dict, int]:
-    """The JSON header {name: {"dtype", "shape", "data_offsets"}} and the file offset where the data starts."""
+    """The JSON header {name: {"dtype", "shape", "data_offsets"}} and the file offset where the data starts.
+
+    Every entry is checked against the file here (offsets inside the data and not overlapping, byte
+    counts that fit the shape), so a damaged header fails before any tensor is used."""
+    header, data_start = _read_json_header(path)
+    header.pop("__metadata__", None)
+    check_entries(header, path.stat().st_size - data_start, path)
+    return header, data_start
+
+
+def read_metadata(path: Path) -> dict:
+    """The header's optional "__metadata__" {str: str} (empty when there is none)."""
+    metadata = _read_json_header(path)[0].get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _read_json_header(path: Path) -> tuple[dict, int]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -30,31 +50,56 @@ def read_header(path: Path) -> tuple[dict, int]:
             raise CheckpointError(f"{path} is not a safetensors file (bad header length): {_fix(path)}")
         try:
             header = json.loads(f.read(n_header))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, integers over 4300 digits, deep nesting
             header = None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt safetensors header: {_fix(path)}")
-    header.pop("__metadata__", None)
     return header, 8 + n_header
+
+
+def check_entries(header: dict, n_data: int, path: Path) -> None:
+    """Each tensor's [begin, end) inside the n_data bytes after the header, holding exactly its shape, and no
+    two tensors sharing bytes (a damaged header would otherwise give NaN, or one tensor's data to another)."""
+    spans = []
+    for name, info in header.items():
+        begin, end = _span(name, info, path)
+        if end > n_data:
+            raise CheckpointError(f"{path} is truncated (tensor '{name}' runs past the end of the file): "
+                                  f"{_fix(path)}")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end, name), (begin, _, other) in zip(spans, spans[1:]):
+        if begin < end:
+            raise CheckpointError(f"{path} has a corrupt header (tensors '{name}' and '{other}' share bytes): "
+                                  f"{_fix(path)}")
+
+
+def _span(name: str, info, path: Path) -> tuple[int, int]:
+    """[begin, end) of one header entry, checked: whole numbers, in order, as many bytes as the shape needs."""
+    def whole(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    try:
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+        dtype = shape = begin = end = None
+    ok = isinstance(dtype, str) and isinstance(shape, list) and all(map(whole, shape)) and whole(begin) and \
+        whole(end) and begin <= end
+    if not ok or (dtype in ITEM_BYTES and end - begin != math.prod(shape) * ITEM_BYTES[dtype]):
+        raise CheckpointError(f"{path} has a corrupt entry for tensor '{name}': {_fix(path)}")
+    return begin, end
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of the file as a float32 array (float32 ones are read-only views of the memory map)."""
-    size = path.stat().st_size
     header, data_start = read_header(path)
     # A plain ndarray over the map, not np.memmap: every result computed from a memmap is a memmap too,
     # and that subclass's bookkeeping made small operations (layer norms) several times slower.
     memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
     tensors = {}
     for name, info in header.items():
-        try:
-            begin, end = info["data_offsets"]
-            if data_start + end > size:
-                raise CheckpointError(f"{path} is truncated (tensor '{name}' runs past the end of the file): "
-                                      f"{_fix(path)}")
-            tensors[name] = _as_float32(memory[data_start + begin:data_start + end], info, name, path)
-        except (KeyError, TypeError, ValueError):  # missing fields, or a byte count that does not fit the shape
-            raise CheckpointError(f"{path} has a corrupt entry for tensor '{name}': {_fix(path)}") from None
+        begin, end = info["data_offsets"]
+        tensors[name] = _as_float32(memory[data_start + begin:data_start + end], info, name, path)
     return tensors
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import check_token_ids
 from .errors import CheckpointError, InputError, TokenizerError
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
@@ -148,20 +149,31 @@ def gguf_tokenizer(meta: dict, n_vocab: int, where: str) -> Tokenizer:
         raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs only byte-level BPE "
                              "tokenizers ('gpt2'): pick a model with a GPT-2/Llama 3 style tokenizer")
     pre = meta.get("tokenizer.ggml.pre", "gpt-2")
-    if pre not in PRE_PATTERNS:
-        raise TokenizerError(f"{where}: pre-tokenizer {pre!r} (tokenizer.ggml.pre) is not supported; "
+    if not isinstance(pre, str) or pre not in PRE_PATTERNS:
+        raise TokenizerError(f"{where}: pre-tokenizer {pre!r:.60} (tokenizer.ggml.pre) is not supported; "
                              f"llmx knows {', '.join(PRE_PATTERNS)}")
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
-        if key not in meta:
-            raise TokenizerError(f"{where} has no {key}: the file's tokenizer is incomplete, convert it again")
-    tokens = meta["tokenizer.ggml.tokens"]
-    types = meta.get("tokenizer.ggml.token_type", [])
+    tokens, merges = (_gguf_strings(meta, key, where) for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
+    types = meta.get("tokenizer.ggml.token_type") or []
+    if not isinstance(types, list) or not all(isinstance(kind, int) for kind in types):
+        raise TokenizerError(f"{where}: tokenizer.ggml.token_type is not a list of numbers: convert the file again")
     special = {token: i for i, (token, kind) in enumerate(zip(tokens, types))
                if kind in (GGUF_CONTROL, GGUF_USER_DEFINED)}
-    eos = {meta[key] for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if key in meta}
-    return bpe_tokenizer({token: i for i, token in enumerate(tokens)}, meta["tokenizer.ggml.merges"], special,
-                         PRE_PATTERNS[pre], n_vocab=n_vocab, bos=meta.get("tokenizer.ggml.bos_token_id"), eos=eos,
+    ids = {key: meta.get(f"tokenizer.ggml.{key}") for key in ("bos_token_id", "eos_token_id", "eot_token_id")}
+    check_token_ids({f"tokenizer.ggml.{key}": value for key, value in ids.items()}, n_vocab, where)
+    eos = {ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None}
+    return bpe_tokenizer({token: i for i, token in enumerate(tokens)}, merges, special, PRE_PATTERNS[pre],
+                         n_vocab=n_vocab, bos=ids["bos_token_id"], eos=eos,
                          add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)), where=where)
+
+
+def _gguf_strings(meta: dict, key: str, where: str) -> list[str]:
+    value = meta.get(key)
+    if value is None:
+        raise TokenizerError(f"{where} has no {key}: the file's tokenizer is incomplete, convert it again")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TokenizerError(f"{where}: {key} is not a list of strings: the file's tokenizer is damaged, "
+                             "convert it again")
+    return value
 
 
 def tokenizer_json_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
