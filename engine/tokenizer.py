@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import check_token_ids
+from .checkpoint import check_token_ids, read_json
 from .errors import CheckpointError, InputError, TokenizerError
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
@@ -105,12 +105,12 @@ def gpt2_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise TokenizerError(f"{directory} has no {path.name}: a GPT-2 checkpoint needs vocab.json and merges.txt")
+    vocab = _read_json(vocab_path)
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
         merges = [line for line in merges_path.read_text(encoding="utf-8").split("\n")
                   if line and not line.startswith("#version")]
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"cannot read the tokenizer files in {directory} ({e}): download them again") from None
+    except UnicodeDecodeError:
+        raise TokenizerError(f"{merges_path} is not UTF-8 text: download it again") from None
     eot = vocab.get(GPT2_EOT, len(vocab))  # <|endoftext|> follows the BPE tokens when vocab.json omits it
     return bpe_tokenizer(vocab, merges, {GPT2_EOT: eot}, GPT2_PATTERN, n_vocab=n_vocab, bos=None, eos={eot},
                          add_bos=False, where=str(directory))
@@ -241,7 +241,7 @@ def _config_eos(directory: Path) -> set[int]:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise TokenizerError(f"{path.parent} has no {path.name}: download the model's tokenizer files again")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid JSON ({e}): download it again") from None
+    data = read_json(path)  # any file Python cannot parse, or parses badly, is one clean error
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path} is a JSON {type(data).__name__}, not an object: download it again")
+    return data

@@ -341,3 +341,19 @@ def test_hostile_files_through_the_cli(tmp_path, tiny_gpt2, llama_tensors, token
     r = run("models", "show", "y" * 300)
     assert r.exit_code == 1 and r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r
     assert "File name too long" in r.stderr and "Traceback" not in r.stderr
+
+
+TOKENIZER_FILES = {  # (file, its text, words of the error)
+    "vocab-huge-integer": ("vocab.json", '{"a": ' + "1" * 5000 + "}", "a number too long to read"),
+    "vocab-deep-nesting": ("vocab.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "vocab-a-list": ("vocab.json", "[1, 2]", "is a JSON list, not an object"),
+    "merges-not-utf8": ("merges.txt", "\udcff", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("name,text,words", TOKENIZER_FILES.values(), ids=TOKENIZER_FILES.keys())
+def test_tokenizer_files_that_python_parses_badly(tmp_path, tiny_gpt2, name, text, words):
+    folder = hf_variant(tiny_gpt2, tmp_path / "model")
+    (folder / name).unlink()
+    (folder / name).write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    one_line_error(lambda: load_tokenizer(str(folder)), name, words, kind=LlmxError)
