@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -172,11 +173,8 @@ def whole_lines():
             raise Terminated
 
     def write(line: str) -> None:
-        data = (line + "\n").encode("utf-8")
         state["writing"] = True
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)  # the buffered writer retries after a signal until all is written
-        sys.stdout.buffer.flush()
+        write_all((line + "\n").encode("utf-8"))
         state["writing"] = False
         if state["terminated"]:
             raise Terminated
@@ -190,6 +188,21 @@ def whole_lines():
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def write_all(data: bytes) -> None:
+    """`data` to stdout, all of it, now: os.write in a loop, as a signal may cut a write to a pipe short
+    (a BufferedWriter can then return with the rest unwritten)."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's captured output): write it there
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def text_of(record: dict) -> str:
