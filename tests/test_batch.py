@@ -50,7 +50,8 @@ def test_a_bad_line_becomes_an_error_object_and_the_rest_go_on(m, tmp_path):
     assert [o["line"] for o in out] == [1, 2, 3, 4, 5, 7]
     assert [o["error"] is None for o in out] == [True, False, False, False, False, True]
     assert "not valid JSON" in out[1]["error"] and set(out[1]) == {"line", "error"}
-    assert out[2] == {"id": 3, "line": 3, "error": 'the object has no "text" field: it has \'id\' (give {"text": "..."})'}
+    assert out[2] == {"id": 3, "line": 3,
+                      "error": 'the object has no "text" field: it has \'id\' (give {"text": "..."})'}
     assert "not an object" in out[3]["error"]
     assert "1 token" in out[4]["error"] and "--bos" in out[4]["error"]  # a text the engine refuses
     assert out[0]["scored_tokens"] == out[5]["scored_tokens"] == 3  # H ull o there, H ull o again

@@ -2,9 +2,9 @@
 blocks, run as written by bash (with -euo pipefail) on a small random model; plumbing, not answers.
 
 The default model (openai-community/gpt2, also reached as `gpt2`) comes from a stand-in for the Hub on
-127.0.0.1 (tests/hub_server.py) serving a 12-layer, 32-wide random GPT-2 with GPT-2's context (deep and long
-enough for the examples' --layer 9 and --stride 512), downloaded once into a temporary HF_HOME, then read offline. `.gguf` examples use the SmolLM2
-file of the test data. The input files the examples read (notes.txt, prompts.txt, questions.jsonl, ...)
+127.0.0.1 (tests/hub_server.py) serving a 12-layer, 32-wide random GPT-2 with GPT-2's context (deep and
+long enough for the examples' --layer 9 and --stride 512), downloaded once into a temporary HF_HOME,
+then read offline. `.gguf` examples use the SmolLM2 file of the test data. The input files the examples read (notes.txt, prompts.txt, questions.jsonl, ...)
 are made in a fresh folder for each example. README's ```bash blocks are run by test_docs_pipes.py; from
 the other blocks only llmx commands run (a `pip install ... && llmx ...` line runs its llmx part: installing
 is .ci/run's job), and the `$ ` lines of a console block (the rest is output).
@@ -54,7 +54,8 @@ def readme_commands() -> list[str]:
     for kind, body in re.findall(r"^```(console|sh)\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M):
         lines = [line[2:] for line in body.splitlines() if line.startswith("$ ")] if kind == "console" else [
             line for line in body.splitlines() if line and not line.startswith("#")]
-        commands += [part.strip() for line in lines for part in line.split(" && ") if re.match(r"llmx |.*\| *llmx ", part.strip())]
+        parts = [part.strip() for line in lines for part in line.split(" && ")]
+        commands += [part for part in parts if re.match(r"llmx |.*\| *llmx ", part)]
     return commands
 
 
