@@ -2,47 +2,56 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 
 import click
 
-from .batch import batch_options, is_batch, run_batch
-from .inputs import json_option, load_model, model_option, read_file, read_text, warn
+from .batch import batch_options, is_batch, run_batch, to_json
+from .inputs import (SEED, TEMPERATURE, FiniteFloat, json_option, load_model, model_option, read_file, read_text,
+                     resolve_model, warn)
 from .engine.errors import InputError
 
 
 def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False))
+    """`obj` as one line of JSON: non-finite numbers become null, with a warning naming them (see batch.to_json)."""
+    line, nonfinite = to_json(obj)
+    for path in nonfinite:
+        warn(f"{path} is not a finite number, which JSON cannot hold: written as null")
+    click.echo(line)
 
 
 @click.command(epilog="""\b
 Examples:
   llmx tokenize "Hullo, my name is"
   llmx tokenize --ids "Hullo, my name is"        # 39 724 78 11 616 1438 318
-  llmx tokenize --decode "39 724 78 11 616 1438 318"
+  llmx tokenize --decode 39 724 78 11 616 1438 318
+  llmx tokenize --decode --truncate 3 "39 724 78 11 616 1438 318"   # Hullo
   cat notes.txt | llmx tokenize --count
 """)
-@click.argument("text", required=False)
+@click.argument("text", nargs=-1, metavar="[TEXT | IDS...]")
 @model_option
 @click.option("--ids", "only_ids", is_flag=True, help="Print only the token ids, on one line.")
 @click.option("--count", "only_count", is_flag=True, help="Print only the number of tokens.")
-@click.option("--decode", is_flag=True, help="Read token ids (space or comma separated) and print their text.")
-@click.option("--truncate", type=click.IntRange(min=0), metavar="N", help="Print the text of the first N tokens.")
+@click.option("--decode", is_flag=True,
+              help="Read token ids (space or comma separated, in one argument or several) and print their text.")
+@click.option("--truncate", type=click.IntRange(min=0), metavar="N",
+              help="Print the text of the first N tokens (of TEXT, or of the ids with --decode).")
 @click.option("--special", is_flag=True, help="Parse special-token text such as <|endoftext|> as special tokens.")
 @json_option
 def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_json):
     """Show how TEXT splits into tokens: a token view, a table of ids and pieces, the count.
 
-    TEXT is read from stdin when it is '-' or absent.
+    TEXT is read from stdin when it is '-' or absent. --ids and --count print only that and go with
+    no other output option; --decode and --truncate print text, also as --json.
     """
     from .engine import load_tokenizer
 
-    text = read_text(text)
+    check_tokenize_options(len(text), only_ids, only_count, as_json, decode, truncate, special)
+    text = read_text(" ".join(text) if text else None)
     tokenizer = load_tokenizer(model)  # the weights are not needed
     if decode:
-        ids = parse_ids(text)
+        ids = parse_ids(text)[:truncate]
         out = tokenizer.decode(ids)
         emit_json({"model": model, "ids": ids, "text": out}) if as_json else click.echo(out)
         return
@@ -60,6 +69,21 @@ def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_js
         from .render import print_tokens
 
         print_tokens(ids, [tokenizer.piece(i) for i in ids])
+
+
+def check_tokenize_options(n_args: int, only_ids: bool, only_count: bool, as_json: bool, decode: bool,
+                           truncate: int | None, special: bool) -> None:
+    """Usage errors for tokenize options that would otherwise be silently ignored."""
+    if n_args > 1 and not decode:
+        raise click.UsageError("TEXT is one argument: quote it (llmx tokenize \"Hullo, my name is\"); "
+                               "only --decode reads several arguments (token ids)")
+    given = [name for name, on in (("--ids", only_ids), ("--count", only_count), ("--json", as_json),
+                                   ("--decode", decode), ("--truncate", truncate is not None)) if on]
+    if (only_ids or only_count) and len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} do not go together: --ids and --count each print only "
+                               "that (--json prints the ids and the count together)")
+    if decode and special:
+        raise click.UsageError("--special is about reading TEXT; --decode reads ids: drop --special")
 
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -128,7 +152,7 @@ def predictions_json(model: str, ids: list[int], predictions) -> dict:
 Examples:
   llmx continue "How high is Mt. Everest?" --max-tokens 40
   echo "Hullo, my name is" | llmx continue --seed 1 | wc -w
-  llmx continue "Q: What is 2+2?\\nA:" --temperature 0 --stop "\\n"
+  llmx continue $'Q: What is 2+2?\\nA:' --temperature 0 --stop '\\n'   # $'..': a real newline
   grep -i everest notes.txt | llmx continue --context - "Q: How high is Mt. Everest?" --max-tokens 20
   llmx continue --jsonl questions.jsonl --seed 1 --max-tokens 20 > answers.jsonl
 """)
@@ -136,14 +160,16 @@ Examples:
 @model_option
 @click.option("--max-tokens", "max_tokens", default=50, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate.")
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Sampling temperature; 0 always picks the most likely token.")
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
+              help="Sampling temperature: 0 always picks the most likely token, else a number from 1e-06 up.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample only from the k most likely tokens.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True),
               help="Sample only from the most likely tokens whose probabilities add up to p.")
-@click.option("--seed", type=int, help="Random seed: the same seed gives the same continuation.")
+@click.option("--seed", type=SEED, help="Random seed (0 to 2**32-1): the same seed gives the same continuation.")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable; \\n and \\t are understood).")
-@click.option("--echo", is_flag=True, help="Print the prompt before the continuation.")
+@click.option("--echo", is_flag=True,
+              help='Print the prompt (with --context: the context, a blank line and TEXT) before the continuation; '
+                   'with --json or --jsonl, put it in a "prompt" field.')
 @click.option("--context", metavar="FILE",
               help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
                    "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
@@ -168,21 +194,31 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     lm = load_model(model)
     if batch:
         run_batch(jsonl, lines, lambda t, notice: generation_json(
-            model, finish(start_generation(lm, t, context, max_tokens, notice, **options))))
+            model, finish(start_generation(lm, t, context, max_tokens, notice, **options)),
+            prompt_text(t, context) if echo else None))
         return
     generation = start_generation(lm, text, context, max_tokens, warn, **options)
+    prompt = prompt_text(text, context) if echo else ""
     if as_json:
-        emit_json(generation_json(model, finish(generation)))
+        emit_json(generation_json(model, finish(generation), prompt if echo else None))
         return
     out = sys.stdout
-    if echo:
-        out.write(text)
+    out.write(prompt)
     for step in generation:
         out.write(step.text)
         out.flush()
-    if not ((text if echo else "") + generation.text).endswith("\n"):
+    if not (prompt + generation.text).endswith("\n"):
         out.write("\n")
     out.flush()
+
+
+def prompt_text(text: str, context: str | None) -> str:
+    """The prompt as built from TEXT and the context (see engine.prompting), before any cut to fit the window."""
+    from .engine.prompting import SEPARATOR
+
+    if context is None or not context.rstrip():
+        return text
+    return context.rstrip() + SEPARATOR + text
 
 
 def start_generation(lm, text: str, context: str | None, max_tokens: int, notice, **options):
@@ -208,8 +244,11 @@ def finish(generation):
     return generation
 
 
-def generation_json(model: str, generation) -> dict:
-    return {"model": model, "text": generation.text, "ids": generation.ids, "finish_reason": generation.finish_reason}
+def generation_json(model: str, generation, prompt: str | None = None) -> dict:
+    """The result of a continuation; with --echo its prompt too."""
+    echoed = {} if prompt is None else {"prompt": prompt}
+    return {"model": model, **echoed, "text": generation.text, "ids": generation.ids,
+            "finish_reason": generation.finish_reason}
 
 
 
@@ -218,6 +257,7 @@ Examples:
   llmx models                      # cached models and the short names
   llmx models --json | jq -r '.cached[].id'
   llmx models show gpt2            # architecture, size, quantization, context
+  llmx -m gpt2 models show         # the model of -m or LLMX_MODEL
   llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf
 """)
 @json_option
@@ -244,13 +284,18 @@ Examples:
   llmx models show gpt2
   llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf --json
 """)
-@click.argument("model")
+@click.argument("model", required=False)
 @json_option
-def models_show(model, as_json):
-    """Describe MODEL (a Hub id, directory or .gguf file): architecture, parameters, quantization, context."""
+@click.pass_context
+def models_show(ctx, model, as_json):
+    """Describe MODEL (a Hub id, directory or .gguf file): architecture, parameters, quantization, context.
+
+    Without MODEL: the model of `llmx -m MODEL models show`, else LLMX_MODEL, else the default.
+    """
     from .engine.describe import describe
     from .engine.hub import locate
 
+    model = resolve_model(ctx, None, model)
     info = {"model": model, **describe(locate(model))}
     if as_json:
         emit_json(info)

@@ -11,7 +11,7 @@ from functools import partial
 import click
 
 from .core import emit_json
-from .inputs import json_option, load_model, model_option, read_text, warn
+from .inputs import SEED, TEMPERATURE, FiniteFloat, json_option, load_model, model_option, read_text, warn
 
 WIDTH = "llmx.width"  # where --width is kept in the click context's meta, for show()
 
@@ -147,7 +147,7 @@ Examples:
 @model_option
 @click.option("--seq-len", default=50, show_default=True, type=click.IntRange(min=2),
               help="Length of the random sequence that is repeated.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random tokens.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the random tokens (0 to 2**32-1).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many heads to show.")
 @svg_option
 @json_option
@@ -198,7 +198,7 @@ def neighbors(token, model, token_id, top, raw, svg, as_json):
 @click.command(epilog="""\b
 Examples:
   llmx steer "I hate you because" --add " Love" --sub " Hate" --layer 6 --coef 5
-  llmx steer "Today I went to" --add " wedding" --sub " " --layer 6 --coef 4 --seed 2 -n 60
+  llmx steer "Today I went to" --add " wedding" --sub " " --layer 6 --coef 4 --seed 2 --max-tokens 60
 """)
 @click.argument("text", required=False)
 @model_option
@@ -206,12 +206,13 @@ Examples:
 @click.option("--sub", required=True,
               help="Text whose activations are subtracted (padded with spaces to --add's length).")
 @layer_option
-@click.option("--coef", default=5.0, show_default=True, type=float, help="How much of the difference to add.")
+@click.option("--coef", default=5.0, show_default=True, type=FiniteFloat(), help="How much of the difference to add.")
 @click.option("--max-tokens", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate for each continuation.")
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Sampling temperature; 0 always picks the most likely token.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed, the same for both continuations.")
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
+              help="Sampling temperature: 0 always picks the most likely token, else a number from 1e-06 up.")
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Random seed (0 to 2**32-1), the same for both continuations.")
 @svg_option
 @json_option
 def steer(text, model, add, sub, layer, coef, max_tokens, temperature, seed, svg, as_json):

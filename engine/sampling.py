@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
 from .nn import softmax
+
+MIN_TEMPERATURE = 1e-6  # smaller positive ones are greedy anyway, and near 1e-308 logits / T overflow: use 0
 
 
 @dataclass(frozen=True)
@@ -17,11 +20,12 @@ class Sampling:
     top_p: float | None = None  # keep the smallest set of likely tokens whose probability reaches p
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise InputError(f"temperature must be 0 (greedy) or positive, not {self.temperature}")
+        if self.temperature != 0 and not MIN_TEMPERATURE <= self.temperature < math.inf:
+            raise InputError(f"temperature must be 0 (greedy) or a finite number from {MIN_TEMPERATURE:g} up, "
+                             f"not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"top-k must be at least 1, not {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        if self.top_p is not None and not 0 < self.top_p <= 1:  # False for NaN too
             raise InputError(f"top-p must be in (0, 1], not {self.top_p}")
 
 

@@ -32,7 +32,8 @@ def test_score_jsonl_keeps_order_and_passes_other_fields_through(m):
     a, b = results(r.stdout)
     assert (a["id"], a["tags"], b["id"]) == ("a", [1, 2], "b")
     assert "text" not in a and list(a)[:2] == ["id", "tags"]
-    assert a == {"id": "a", "tags": [1, 2], **json.loads(run("score", *m, "--json", "Hullo, my name is").stdout)}
+    single = json.loads(run("score", *m, "--json", "Hullo, my name is").stdout)
+    assert a == {"id": "a", "tags": [1, 2], **single, "line": 1, "error": None}
     assert b["scored_tokens"] == 6  # 7 tokens, the first not scored
 
 
@@ -42,29 +43,33 @@ def test_a_bad_line_becomes_an_error_object_and_the_rest_go_on(m, tmp_path):
                             "", {"id": 7, "text": "Hullo again"}))
     r = run("score", *m, "--jsonl", str(source))
     assert r.exit_code == 1
-    assert r.stderr == 'Error: 5 of 7 input lines failed: their results are {"line": N, "error": "..."} objects\n'
-    out = results(r.stdout)
-    assert len(out) == 7 and [o.get("id") for o in out] == [1, None, 3, None, 5, None, 7]
-    assert [o.get("line") for o in out] == [None, 2, 3, 4, 5, 6, None]
+    assert r.stderr == ('Error: 4 of 6 input lines failed: their results have "error": "..." '
+                        '(the others have "error": null)\n')
+    out = results(r.stdout)  # the blank line 6 is skipped, but counted
+    assert len(out) == 6 and [o.get("id") for o in out] == [1, None, 3, None, 5, 7]
+    assert [o["line"] for o in out] == [1, 2, 3, 4, 5, 7]
+    assert [o["error"] is None for o in out] == [True, False, False, False, False, True]
     assert "not valid JSON" in out[1]["error"] and set(out[1]) == {"line", "error"}
-    assert out[2] == {"id": 3, "line": 3, "error": 'the object has no "text" field (a string): it has \'id\''}
+    assert out[2] == {"id": 3, "line": 3,
+                      "error": 'the object has no "text" field: it has \'id\' (give {"text": "..."})'}
     assert "not an object" in out[3]["error"]
     assert "1 token" in out[4]["error"] and "--bos" in out[4]["error"]  # a text the engine refuses
-    assert out[0]["scored_tokens"] == out[6]["scored_tokens"] == 3  # H ull o there, H ull o again
+    assert out[0]["scored_tokens"] == out[5]["scored_tokens"] == 3  # H ull o there, H ull o again
 
 
 def test_predict_and_continue_jsonl_match_their_single_runs(m):
     lines = "Hullo, my name is\nThe capital of France is\n"
     r = run("predict", *m, "--jsonl", "--lines", "--top", "2", input=lines)
     assert r.exit_code == 0
-    assert results(r.stdout) == [json.loads(run("predict", *m, "--top", "2", "--json", t).stdout)
-                                 for t in lines.splitlines()]
+    assert results(r.stdout) == [{**json.loads(run("predict", *m, "--top", "2", "--json", t).stdout),
+                                  "line": n, "error": None} for n, t in enumerate(lines.splitlines(), 1)]
     r = run("continue", *m, "--jsonl", "-", "--seed", "1", "--max-tokens", "6", input=jsonl(
         {"text": "Hullo, my name is", "n": 1}, {"text": "The capital of France is", "n": 2}))
     assert r.exit_code == 0
     expected = [json.loads(run("continue", *m, "--seed", "1", "--max-tokens", "6", "--json", t).stdout)
                 for t in lines.splitlines()]
-    assert results(r.stdout) == [{"n": 1, **expected[0]}, {"n": 2, **expected[1]}]
+    assert results(r.stdout) == [{"n": 1, **expected[0], "line": 1, "error": None},
+                                 {"n": 2, **expected[1], "line": 2, "error": None}]
 
 
 def test_batch_usage_errors(m):
@@ -144,3 +149,111 @@ def test_10000_lines_stream_with_flat_memory(tmp_path, gpt2_vocab):
     (rss_1k, peak_1k), (rss_10k, peak_10k) = memory[1_000], memory[10_000]
     print(f"RSS at 1,000 lines {rss_1k} KB, at 10,000 {rss_10k} KB; peak {peak_1k} KB, {peak_10k} KB")
     assert rss_10k - rss_1k < 2048 and peak_10k - peak_1k < 2048
+
+
+def strict_json(line: str):
+    """json.loads that refuses NaN and Infinity, as jq and most other parsers do."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_no_line_is_lost_to_numbers_nesting_surrogates_or_blanks(m):
+    deep = "[" * 100_000 + "]" * 100_000
+    r = run("predict", *m, "--top", "1", "--jsonl", input=jsonl(
+        '{"id": 1, "text": "Hullo", "n": ' + "9" * 5000 + "}",
+        {"id": 2, "text": "Hullo"},
+        '{"id": 3, "text": "Hullo", "deep": ' + deep + "}",
+        '{"id": 4, "text": "\\ud800 lone"}',
+        "   \t",
+        {"id": 6, "text": 42},
+        {"id": 7, "text": None},
+        {"id": 8, "text": ["a"]},
+        deep,
+        {"id": 10, "text": "Hullo"}))
+    assert r.exit_code == 1 and "7 of 9 input lines failed" in r.stderr
+    out = [strict_json(line) for line in r.stdout.splitlines()]
+    assert [o["line"] for o in out] == [1, 2, 3, 4, 6, 7, 8, 9, 10]  # the blank line 5 is skipped
+    assert [o["error"] is None for o in out] == [False, True, False, False, False, False, False, False, True]
+    assert "4300 digits" in out[0]["error"] and "as a string" in out[0]["error"]
+    assert "nested too deep" in out[2]["error"] and "nested too deep" in out[7]["error"]
+    assert "lone surrogate (\\ud800 at character 0)" in out[3]["error"]
+    assert [o["error"].split(":")[0] for o in out[4:7]] == [
+        'the "text" field is a number, not a string', 'the "text" field is null, not a string',
+        'the "text" field is an array, not a string']
+    assert out[1]["predictions"] == out[8]["predictions"] and out[8]["id"] == 10
+
+
+def test_blank_lines_are_texts_with_lines(m):
+    r = run("predict", *m, "--top", "1", "--jsonl", "--lines", input="Hullo\n\nthere\n")
+    assert r.exit_code == 0 and [o["line"] for o in results(r.stdout)] == [1, 2, 3]
+
+
+def test_output_is_valid_json_with_nan_infinity_and_lone_surrogates_passed_through(m):
+    r = run("predict", *m, "--top", "1", "--jsonl", input=jsonl(
+        '{"text": "Hullo", "x": NaN, "y": [1, -Infinity], "z": 1e999, "s": "\\udc00 and \\ud83d\\ude00"}'))
+    assert r.exit_code == 0
+    (line,) = r.stdout.splitlines()
+    out = strict_json(line)
+    assert (out["x"], out["y"], out["z"]) == (None, [1, None], None) and out["error"] is None
+    assert out["s"] == "\udc00 and 😀" and '"\\udc00 and 😀"' in line  # written back as it came in
+    for path in (".x", ".y[1]", ".z"):
+        assert f"line 1: {path} is not a finite number, which JSON cannot hold: written as null" in r.stderr
+
+
+def test_a_non_finite_result_becomes_null_with_a_warning(m, monkeypatch):
+    import llmx.score
+
+    degenerate = lambda result, model: {"model": model, "perplexity": float("inf"), "mean_nll": float("nan")}
+    monkeypatch.setattr(llmx.score, "score_json", degenerate)
+    r = run("score", *m, "--json", "Hullo there")
+    assert r.exit_code == 0 and strict_json(r.stdout) == {"model": m[1], "perplexity": None, "mean_nll": None}
+    assert ".perplexity is not a finite number" in r.stderr and ".mean_nll is not" in r.stderr
+    r = run("score", *m, "--jsonl", "--lines", input="Hullo there\n")
+    assert r.exit_code == 0 and strict_json(r.stdout)["perplexity"] is None
+    assert "line 1: .perplexity is not a finite number" in r.stderr
+
+
+def test_input_fields_named_error_or_line_cannot_make_a_success_look_like_a_failure(m):
+    r = run("predict", *m, "--top", "1", "--jsonl", input=jsonl(
+        {"text": "Hullo", "error": "from the input", "line": 99, "model": "mine", "keep": 1},
+        {"text": "Hullo", "error": "again"}))
+    assert r.exit_code == 0
+    first, second = results(r.stdout)
+    assert (first["error"], first["line"], first["model"], first["keep"]) == (None, 1, m[1], 1)
+    assert (second["error"], second["line"]) == (None, 2)
+    assert [line.split(": ")[1] for line in r.stderr.splitlines() if line.startswith("warning")] == [
+        "line 1", "line 1", "line 1"]  # once per field name: error, line, model
+    assert "the input field 'error' is replaced by llmx's own" in r.stderr.replace("\n", " ")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes and signals as on Linux")
+def test_sigterm_finishes_the_line_being_written_into_a_slow_pipe_then_exits_143(m, tmp_path):
+    import signal
+
+    source = tmp_path / "big.jsonl"
+    big = "x" * 1_000_000  # a result line 15 times the size of a pipe's buffer
+    source.write_text(jsonl(*({"id": i, "meta": big, "text": "Hullo there"} for i in range(3))))
+    child = subprocess.Popen([sys.executable, "-m", "llmx", "predict", *m, "--top", "1", "--jsonl", str(source)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = child.stdout.read(1000)  # the child is now blocked in the middle of writing line 1
+    child.send_signal(signal.SIGTERM)
+    out = first + child.stdout.read()
+    assert child.wait(timeout=60) == 143, child.stderr.read().decode()
+    assert out.endswith(b"\n") and out.count(b"\n") == 1 and json.loads(out)["meta"] == big
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals as on Linux")
+def test_sigterm_between_lines_exits_143_at_once(m):
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-m", "llmx", "predict", *m, "--top", "1", "--jsonl", "--lines"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdin.write(b"Hullo\n")
+    child.stdin.flush()
+    first = child.stdout.readline()  # the child now waits for line 2
+    child.send_signal(signal.SIGTERM)
+    rest = child.stdout.read()
+    assert child.wait(timeout=60) == 143 and json.loads(first)["line"] == 1 and rest == b""
+    child.stdin.close()

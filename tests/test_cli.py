@@ -208,16 +208,43 @@ def test_ctrl_c_exits_130_without_a_traceback(m, monkeypatch):
     assert r.exit_code == 130 and "Traceback" not in r.stderr and r.stderr.strip().endswith("interrupted")
 
 
-def test_a_closed_pipe_ends_quietly(m):
+def command_paths(group=cli, path=()):
+    """("tokenize",), ("models", "show"), ...: every command of the CLI."""
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if hasattr(command, "commands"):
+            yield from command_paths(command, (*path, name))
+
+
+READER_GONE_ARGS = {  # arguments that make each command print something
+    ("tokenize",): ["Hullo"], ("predict",): ["Hullo"], ("continue",): ["Hullo", "--max-tokens", "5"],
+    ("score",): ["--jsonl", "--lines"], ("models",): [], ("models", "show"): [], ("explain",): ["Hullo"],
+    ("lens",): ["Hullo"], ("attention",): ["Hullo", "--layer", "0"], ("heads",): ["--seq-len", "4"],
+    ("neighbors",): [" Paris"], ("steer",): ["Hi", "--add", " Love", "--sub", " Hate", "--layer", "0"],
+}
+
+
+def test_reader_gone_covers_every_command():
+    assert sorted(READER_GONE_ARGS) == sorted(command_paths())
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["tokenize", "--help"], ["continue", "--json", "Hullo"]]
+                         + [[*path, *extra] for path, extra in READER_GONE_ARGS.items()], ids=" ".join)
+def test_a_reader_that_went_away_ends_every_command_quietly_with_status_0(tiny_gpt2, args):
+    """Like `llmx ... | head -0`: the pipe's reader is gone before the first write (Rich, click or our own)."""
+    import os
     import subprocess
     import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "llmx", "continue", *m, "Hullo", "--max-tokens", "40"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process.stdout.close()  # like `| head -c 0`: the reader is gone before the first token
-    stderr = process.stderr.read().decode()
-    process.wait(timeout=60)
-    assert stderr == "" and process.returncode in (0, 1)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "llmx", *args], stdout=write_end, stderr=subprocess.PIPE,
+                           input=b"Hullo there\n", timeout=120,
+                           env={**os.environ, "LLMX_MODEL": str(tiny_gpt2), "NO_COLOR": "1"})
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr.decode()) == (0, "")
 
 
 def test_tokenize_reads_no_weights(tiny_gpt2, tmp_path):
