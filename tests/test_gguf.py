@@ -73,9 +73,11 @@ def reference64(reference):
 # SmolLM2 has massive activations: on some tokens (the lone space, id 216, in PROMPTS[2]) the residual stream
 # reaches a norm of ~860 in block 3 and later mostly cancels, and block 11's MLP amplifies what is left of the
 # rounding about tenfold. There float32 rounding alone moves a logit by up to a few 1e-3, and how much depends
-# on the BLAS's accumulation order: measured at that position on an AVX-512 EPYC, OpenBLAS 2.4e-3,
-# transformers' MKL 1.7e-4, and llmx with its matrix products re-ordered (k-blocks of 8 to 384 columns,
-# one matrix-vector product per row, torch's matmul) 1.1e-4 to 3.2e-3; every other position stays below 2e-4.
+# on the BLAS's accumulation order, so on the CPU and the thread count. Measured at that position on a 2-core
+# AVX-512 EPYC: llmx on OpenBLAS's SkylakeX kernels 2.4e-3, on its Haswell (AVX2) kernels 8.3e-4 with 2
+# threads and 1.9e-4 with 1, Sandybridge (AVX) 1.5e-3, Nehalem (SSE) 1.1e-3 (OPENBLAS_CORETYPE=...);
+# transformers on MKL 1.7e-4; llmx with its products re-ordered (k-blocks of 8 to 384 columns, one
+# matrix-vector product per row, torch's matmul) 1.1e-4 to 3.2e-3. Every other position stays below 2e-4.
 # 1e-2 is three times the worst order seen, and still tight for what users see: a logit error d moves every
 # log-probability by at most 2d, so probabilities stay within 2%. A real mistake in the math (a norm's eps,
 # a rotary base, a float16 intermediate) is caught by the float64 test below, whose bound is 2**29 times smaller.
