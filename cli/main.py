@@ -76,10 +76,8 @@ for command in [*core.COMMANDS, score.score, *inspect.COMMANDS]:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: exit 0 on success (and when the reader of stdout went away), 1 on a runtime error,
     2 on a usage error, 130 on Ctrl-C, 143 on SIGTERM (in batch mode after the result line being written)."""
-    if os.environ.get("LLMX_THREADS"):  # must be set before NumPy loads its BLAS
-        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = os.environ["LLMX_THREADS"]
     debug = os.environ.get("LLMX_DEBUG", "") not in ("", "0")
+    set_blas_threads(debug)
     try:
         with reader_gone_on_broken_pipe():
             status = cli.main(args=argv, prog_name="llmx", standalone_mode=False)
@@ -111,6 +109,23 @@ def main(argv: list[str] | None = None) -> None:
         error(str(e))
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def set_blas_threads(debug: bool) -> None:
+    """LLMX_THREADS, or one BLAS thread per core other processes leave idle: see engine/threads.py.
+    Decided before NumPy loads its BLAS, which reads its thread count once."""
+    from .engine.errors import InputError
+    from .engine.threads import blas_threads, use_blas_threads
+
+    try:
+        threads = blas_threads(os.environ)
+    except InputError as e:
+        if debug:
+            raise
+        error(str(e))
+        sys.exit(1)
+    if threads is not None:
+        use_blas_threads(threads)
 
 
 def error(message: str) -> None:

@@ -4,6 +4,8 @@ Downloads go through huggingface_hub's own functions, so HF_HOME, HF_HUB_OFFLINE
 HF_TOKEN work as everywhere else, and files land in the standard cache
 (`$HF_HOME/hub/models--{owner}--{name}/snapshots/{commit}/`). Once a model's files are in the cache it
 is loaded from there without a single request: llmx does not ask the Hub whether `main` has moved.
+A file that must be downloaded is first asked for once without retries, so an unreachable Hub fails at
+once instead of after huggingface_hub's retries.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ SHORT_NAMES = {
 }
 TOKENIZER_FILES = {"gpt2": ["vocab.json", "merges.txt"], "llama": ["tokenizer.json", "tokenizer_config.json"]}
 OPTIONAL_FILES = {"tokenizer_config.json"}
+PROBE_TIMEOUT = 5  # seconds to wait for the Hub's answer before calling it unreachable
+OFFLINE_HINT = ("Offline, llmx loads a local model folder, a .gguf file, or a model already in the cache "
+                "(set HF_HUB_OFFLINE=1 to skip the network)")
 
 
 def repo_id(name: str) -> str:
@@ -104,14 +109,15 @@ def fetch(repo: str, filename: str, revision: str | None = None, *, optional: bo
         return Path(cached)
     if cached is _CACHED_NO_EXIST:
         return missing(repo, filename, optional)
+    if not constants.is_offline_mode():
+        probe(repo, filename, revision)
     try:
         return Path(hf_hub_download(repo, filename, revision=revision))
     except LocalEntryNotFoundError:  # not cached, and the Hub could not be asked: check this before its base class
         if constants.is_offline_mode():
             raise ModelNotFoundError(f"{repo} is not in the cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE "
                                      "is set: unset it once to download the model") from None
-        raise ModelNotFoundError(f"cannot download {repo} from {constants.ENDPOINT}, and it is not in the cache "
-                                 f"({constants.HF_HUB_CACHE}): check your connection or HF_ENDPOINT") from None
+        raise unreachable(repo, "no answer") from None
     except EntryNotFoundError:  # a 404 with X-Error-Code: EntryNotFound
         return missing(repo, filename, optional)
     except GatedRepoError:
@@ -124,6 +130,32 @@ def fetch(repo: str, filename: str, revision: str | None = None, *, optional: bo
             raise ModelNotFoundError(f"the Hub refused the token sent for {repo}: check HF_TOKEN") from None
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelNotFoundError(f"downloading {filename} of {repo} failed ({reason}): try again") from None
+
+
+def probe(repo: str, filename: str, revision: str | None) -> None:
+    """Ask the Hub for the file once (a HEAD request, no retries) and raise if the Hub cannot be reached.
+
+    huggingface_hub retries a failed connection five times, 1, 2, 4, 8 and 8 s apart, with no setting to
+    change that: 23 s before an offline user learns anything. An answer of any status (404, 401, ...)
+    means the Hub is reachable, and hf_hub_download then asks again and reports it.
+    """
+    from httpx2 import TransportError  # connection refused, DNS failure, timeout, proxy error
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    try:
+        get_session().head(hf_hub_url(repo, filename, revision=revision), headers=build_hf_headers(),
+                           timeout=PROBE_TIMEOUT, follow_redirects=False)
+    except TransportError as e:
+        raise unreachable(repo, (str(e).strip().splitlines() or [type(e).__name__])[0]) from None
+
+
+def unreachable(repo: str, reason: str) -> ModelNotFoundError:
+    from huggingface_hub import constants
+
+    return ModelNotFoundError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({reason}), and {repo} "
+                              f"is not in the cache ({constants.HF_HUB_CACHE}): check your connection or "
+                              f"HF_ENDPOINT. {OFFLINE_HINT}")
 
 
 def missing(repo: str, filename: str, optional: bool) -> None:

@@ -115,11 +115,11 @@ class KVCache:
     length: int = 0
 
     @classmethod
-    def empty(cls, cfg: Config) -> KVCache:
+    def empty(cls, cfg: Config, dtype=np.float32) -> KVCache:
         shape = (cfg.n_kv_head, cfg.n_ctx, cfg.d_head)
         # np.zeros takes pages from the OS lazily: only positions used cost memory.
-        return cls(tuple(np.zeros(shape, np.float32) for _ in range(cfg.n_layer)),
-                   tuple(np.zeros(shape, np.float32) for _ in range(cfg.n_layer)))
+        return cls(tuple(np.zeros(shape, dtype) for _ in range(cfg.n_layer)),
+                   tuple(np.zeros(shape, dtype) for _ in range(cfg.n_layer)))
 
 
 @dataclass
@@ -191,9 +191,9 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record
     group = cfg.n_head // cfg.n_kv_head  # query heads sharing one key/value head
     q = q.reshape(cfg.n_kv_head, group, n_seq, d_head)
     scores = q @ keys.transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_ctx_used]
-    scores *= np.float32(1.0 / np.sqrt(d_head))
+    scores *= scores.dtype.type(1.0 / np.sqrt(d_head))
     if n_seq > 1:  # a new position may look at itself and the past, never the future
-        scores += np.triu(np.full((n_seq, end), -np.inf, np.float32), k=start + 1)  # [n_seq, n_ctx_used]
+        scores += np.triu(np.full((n_seq, end), -np.inf, scores.dtype), k=start + 1)  # [n_seq, n_ctx_used]
     pattern = softmax(scores)
     record("attn.pattern", pattern.reshape(cfg.n_head, n_seq, end))  # [head, dest, src]
     z = pattern @ values  # [n_kv_head, group, n_seq, d_head]
@@ -238,8 +238,10 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     """Run new tokens `ids` after the cached ones: (logits, cache that now includes them).
 
     Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
+    It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
-    cache = cache if cache is not None else KVCache.empty(cfg)
+    dtype = weights.wte.dtype
+    cache = cache if cache is not None else KVCache.empty(cfg, dtype)
     ids = np.asarray(ids, dtype=np.int64)
     start, end = cache.length, cache.length + len(ids)
     if len(ids) == 0:
@@ -248,7 +250,7 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
         raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
     record = _recorder(trace, "")
     # cos and sin of the new positions' rotary angles, shared by every block; None with learned positions
-    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta) if cfg.rope_theta is not None else None
+    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta, dtype) if cfg.rope_theta is not None else None
 
     x = weights.wte[ids]  # [n_seq, n_embd]
     record("embed", x)
@@ -276,3 +278,18 @@ def add_to_residual(x: np.ndarray, delta: np.ndarray, start: int) -> np.ndarray:
     x = x.copy()
     x[:overlap] += delta[start:start + overlap]
     return x
+
+
+def astype(weights: Weights, dtype) -> Weights:
+    """A copy of every array of `weights` in `dtype`: float64 weights make `forward` a float64 reference."""
+
+    def cast(value):
+        if isinstance(value, np.ndarray):
+            return value.astype(dtype)
+        if isinstance(value, tuple):
+            return tuple(cast(v) for v in value)
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: cast(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return value
+
+    return cast(weights)

@@ -1,4 +1,7 @@
-"""The numerical building blocks of a transformer, as small pure NumPy functions on float32 arrays."""
+"""The numerical building blocks of a transformer, as small pure NumPy functions.
+
+They compute in the dtype they are given: float32 for inference, float64 for the reference the
+parity tests compare float32 against (constants are cast to the input's dtype, never fixed to float32)."""
 
 import numpy as np
 
@@ -18,7 +21,7 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     """GPT-2's LayerNorm: each row to mean 0 and variance 1, then scaled by g and shifted by b."""
-    n = np.float32(x.shape[-1])  # sums over n rather than np.mean: fewer calls, same float32 result
+    n = x.dtype.type(x.shape[-1])  # sums over n rather than np.mean: fewer calls, same result
     centered = x - x.sum(axis=-1, keepdims=True) / n
     variance = (centered * centered).sum(axis=-1, keepdims=True) / n
     centered /= np.sqrt(variance + eps)
@@ -29,7 +32,7 @@ def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.nd
 
 def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
     """Llama's RMSNorm: each row divided by its root mean square (no centring), then scaled by g."""
-    mean_square = (x * x).sum(axis=-1, keepdims=True) / np.float32(x.shape[-1])
+    mean_square = (x * x).sum(axis=-1, keepdims=True) / x.dtype.type(x.shape[-1])
     return x / np.sqrt(mean_square + eps) * g
 
 
@@ -39,14 +42,15 @@ def gelu_new(x: np.ndarray) -> np.ndarray:
     0.5 * x * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3) equals x * sigmoid(2u),
     computed here as x / (1 + exp(-2u)): NumPy's float32 exp is faster than its tanh.
     """
+    c = x.dtype.type  # the constants in x's dtype: float32 stays float32, float64 stays exact
     z = x * x
-    z *= np.float32(0.044715)
-    z += np.float32(1.0)
+    z *= c(0.044715)
+    z += c(1.0)
     z *= x  # x + 0.044715 x^3
-    z *= np.float32(-2 * 0.7978845608028654)  # -2u
+    z *= c(-2 * 0.7978845608028654)  # -2u
     with np.errstate(over="ignore"):  # exp overflowing to inf gives x / inf = 0, GELU's limit
         np.exp(z, out=z)
-    z += np.float32(1.0)
+    z += c(1.0)
     return x / z
 
 
@@ -56,12 +60,13 @@ def silu(x: np.ndarray) -> np.ndarray:
         return x / (1.0 + np.exp(-x))
 
 
-def rope_tables(positions: np.ndarray, d_head: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of the rotary angles for these positions: each [n_seq, d_head]."""
+def rope_tables(positions: np.ndarray, d_head: int, theta: float,
+                dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the rotary angles for these positions: each [n_seq, d_head], computed in float64."""
     inv_freq = 1.0 / theta ** (np.arange(0, d_head, 2, dtype=np.float64) / d_head)  # [d_head/2]
     angles = np.outer(positions, inv_freq)  # [n_seq, d_head/2]
     angles = np.concatenate([angles, angles], axis=-1)  # [n_seq, d_head], the halves share angles
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:

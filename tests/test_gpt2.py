@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+import float64
 from llmx.engine import Sampling
 from llmx.engine.model import KVCache
+
+TINY_FLOAT32_TOLERANCE = float64.TINY_FLOAT32_TOLERANCE
 
 
 @pytest.fixture
@@ -17,20 +20,31 @@ def reference(tiny_gpt2_reference):
     return tiny_gpt2_reference
 
 
-def reference_logits(reference, ids):
-    import torch
+@pytest.fixture(scope="module")
+def ours64(tiny_gpt2_model):
+    return float64.llmx_float64(tiny_gpt2_model)
 
-    with torch.no_grad():
-        return reference(torch.tensor([ids])).logits[0].numpy()
+
+@pytest.fixture(scope="module")
+def reference64(tiny_gpt2_reference):
+    return float64.transformers_float64(tiny_gpt2_reference)
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 33, 64])
-def test_logits_match_transformers(ours, reference, length):
+def test_float64_logits_match_transformers_float64(ours64, reference64, length):
     ids = np.random.default_rng(length).integers(0, 50257, size=length).tolist()
-    logits, cache = ours.forward(ids, all_logits=True)
-    assert logits.shape == (length, 50257) and logits.dtype == np.float32
-    assert np.abs(logits - reference_logits(reference, ids)).max() < 1e-4
+    logits, cache = ours64.forward(ids, all_logits=True)
+    assert logits.shape == (length, 50257) and logits.dtype == np.float64
+    assert np.abs(logits - float64.logits(reference64, ids)).max() < float64.float64_tolerance(TINY_FLOAT32_TOLERANCE)
     assert cache.length == length
+
+
+@pytest.mark.parametrize("length", [1, 7, 64])
+def test_float32_logits_are_the_float64_ones_up_to_rounding(ours, ours64, length):
+    ids = np.random.default_rng(length).integers(0, 50257, size=length).tolist()
+    logits, _ = ours.forward(ids, all_logits=True)
+    assert logits.dtype == np.float32
+    assert np.abs(logits - ours64.forward(ids, all_logits=True)[0]).max() < TINY_FLOAT32_TOLERANCE
 
 
 def test_last_position_logits_equal_the_full_pass(ours):

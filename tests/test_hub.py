@@ -29,7 +29,14 @@ except LlmxError as e:
     sys.exit(f"{type(e).__name__}: {e}")
 print(model.path)
 """
-NO_BACKOFF = "import time; time.sleep = lambda seconds: None  # skip huggingface_hub's retry waits (~23 s)\n"
+# Replaces time.sleep, so that huggingface_hub's retry waits (1, 2, 4, 8, 8 s) cost nothing and are listed on
+# stdout at exit: a test can then check that a failure came without retries, with no timing in the test.
+RECORD_SLEEPS = """
+import atexit, time
+SLEPT = []
+time.sleep = SLEPT.append
+atexit.register(lambda: print("slept:", SLEPT))
+"""
 
 
 class Run(NamedTuple):
@@ -39,7 +46,7 @@ class Run(NamedTuple):
     message: str  # the last line of stderr
 
 
-def run_load(name: str, hf_home: Path, endpoint: str, *, no_backoff: bool = False, **env) -> Run:
+def run_load(name: str, hf_home: Path, endpoint: str, *, record_sleeps: bool = False, **env) -> Run:
     """`load(name)` in a fresh interpreter with the given Hub settings.
 
     A download's progress bar goes to stderr; TQDM_POSITION=-1 shows it even though stderr is no terminal.
@@ -47,7 +54,7 @@ def run_load(name: str, hf_home: Path, endpoint: str, *, no_backoff: bool = Fals
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_")) and "proxy" not in k.lower()}
     clean.update(HF_HOME=str(hf_home), HF_ENDPOINT=endpoint, NO_PROXY="127.0.0.1", **env)
-    script = (NO_BACKOFF if no_backoff else "") + LOAD
+    script = (RECORD_SLEEPS if record_sleeps else "") + LOAD
     done = subprocess.run([sys.executable, "-c", script, name], env=clean, capture_output=True, text=True,
                           timeout=60)
     lines = done.stderr.replace("\r", "\n").strip().splitlines()
@@ -113,12 +120,24 @@ def test_a_pickle_only_repo_is_refused_without_downloading_the_pickle(hub_server
     assert hub_server.files_got() == ["config.json"]
 
 
-def test_an_unreachable_hub_is_a_clear_error(tmp_path):
+def test_an_unreachable_hub_fails_at_once_and_says_what_works_offline(tmp_path):
     endpoint = closed_port_url()
-    status, out, err, message = run_load("gpt2", tmp_path / "hf", endpoint, no_backoff=True)
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", endpoint, record_sleeps=True)
     assert status == 1, err
-    assert message == (f"ModelNotFoundError: cannot download openai-community/gpt2 from {endpoint}, and it is not in "
-                   f"the cache ({tmp_path / 'hf' / 'hub'}): check your connection or HF_ENDPOINT")
+    reason = "Connection refused"  # after an errno whose number depends on the system
+    assert message.startswith(f"ModelNotFoundError: cannot reach the Hugging Face Hub at {endpoint} (")
+    assert message.endswith(f"{reason}), and openai-community/gpt2 is not in the cache ({tmp_path / 'hf' / 'hub'}): "
+                            "check your connection or HF_ENDPOINT. Offline, llmx loads a local model folder, a .gguf "
+                            "file, or a model already in the cache (set HF_HUB_OFFLINE=1 to skip the network)")
+    assert out == "slept: []"  # no retry waits: huggingface_hub alone would wait 23 s before giving up
+
+
+def test_an_unreachable_hub_with_the_model_cached_loads_it(hub_server, tmp_path):
+    assert run_load("gpt2", tmp_path / "hf", hub_server.url)[0] == 0
+    status, out, err, message = run_load("gpt2", tmp_path / "hf", closed_port_url(), record_sleeps=True)
+    assert status == 0, err
+    assert out.splitlines() == [str(tmp_path / "hf" / "hub" / "models--openai-community--gpt2" / "snapshots" /
+                                    hub_server.commit("openai-community/gpt2")), "slept: []"]
 
 
 def test_a_damaged_download_names_the_blob_to_delete_and_comes_back_whole(hub_server, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import float64
 from conftest import GPT2_EOT, write_tokenizer_json
 from llmx.engine import KVCache, TokenizerError, load
 from llmx.engine.describe import describe
@@ -28,19 +29,16 @@ def reference(tiny_llama):
     return LlamaForCausalLM.from_pretrained(tiny_llama, dtype="float32").eval()
 
 
-def reference_logits(model, ids) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()
-
-
 @pytest.mark.parametrize("n_tokens", [1, 2, 7, 30])
-def test_logits_match_transformers(tiny_llama, reference, n_tokens):
+def test_logits_match_transformers_in_float64_and_float32_is_rounding(tiny_llama, reference, n_tokens):
     model = load(str(tiny_llama))
     ids = np.random.default_rng(n_tokens).integers(0, 50257, n_tokens).tolist()
+    exact, _ = float64.llmx_float64(model).forward(ids, all_logits=True)
+    expected = float64.logits(float64.transformers_float64(reference), ids)
+    assert exact.dtype == np.float64
+    assert np.abs(exact - expected).max() < float64.float64_tolerance(float64.TINY_FLOAT32_TOLERANCE)
     logits, _ = model.forward(ids, all_logits=True)
-    assert np.abs(logits - reference_logits(reference, ids)).max() < 1e-4
+    assert np.abs(logits - exact).max() < float64.TINY_FLOAT32_TOLERANCE
 
 
 def test_config_reads_grouped_query_attention(tiny_llama):
