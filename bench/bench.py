@@ -87,13 +87,13 @@ def write_checkpoint(size: str) -> Path:
 
 def weight_arrays(model):
     w = model.weights
-    yield w.wte
-    if w.lm_head is not w.wte:
-        yield w.lm_head
+    yield w.embed
+    if w.unembed is not w.embed:
+        yield w.unembed
     for block in w.blocks:
-        for part in (block.ln_1, block.ln_2):
+        for part in (block.ln1, block.ln2):
             yield part.g
-        for part in (block.c_attn, block.c_proj, block.c_fc, block.mlp_c_proj):
+        for part in (block.w_qkv, block.w_o, block.w_in, block.w_out):
             yield part.w
 
 

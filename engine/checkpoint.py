@@ -47,6 +47,11 @@ HF_KEYS = {
 }
 
 
+# The three choices that tell the architectures apart (engine/model.py's Config documents them).
+ARCH_FLAGS = {"gpt2": dict(norm="layernorm", positions="learned", mlp="gelu"),
+              "llama": dict(norm="rmsnorm", positions="rotary", mlp="swiglu")}
+
+
 def read_json(path: Path):
     """A JSON file's value; any file Python cannot parse (or parses badly) is a CheckpointError."""
     try:
@@ -88,7 +93,8 @@ def gpt2_config(hf: dict, keys: dict, where: str) -> Config:
         raise CheckpointError(f"{where}: activation {short(hf['activation_function'])} is not supported "
                               "(llmx runs GPT-2's gelu_new)")
     n_embd, n_head = count(hf, keys["n_embd"], where), count(hf, keys["n_head"], where)
-    return Config(arch="gpt2", n_vocab=count(hf, keys["n_vocab"], where), n_embd=n_embd,
+    return Config(arch="gpt2", **ARCH_FLAGS["gpt2"], d_head=n_embd // n_head, n_vocab=count(hf, keys["n_vocab"], where),
+                  n_embd=n_embd,
                   n_ctx=count(hf, keys["n_ctx"], where, limit=MAX_CONTEXT), n_layer=count(hf, keys["n_layer"], where),
                   n_head=n_head, n_kv_head=n_head, n_ff=count(hf, keys["n_ff"], where, default=4 * n_embd),
                   norm_eps=positive_float(hf, keys["norm_eps"], where, default=1e-5))
@@ -103,7 +109,8 @@ def llama_config(hf: dict, keys: dict, where: str) -> Config:
     if hf.get("head_dim") is not None and (n_embd % n_head or hf["head_dim"] != n_embd // n_head):
         raise CheckpointError(f"{where}: head_dim {short(hf['head_dim'])} != hidden_size / num_attention_heads "
                               "is not supported")
-    return Config(arch="llama", n_vocab=count(hf, keys["n_vocab"], where), n_embd=n_embd,
+    return Config(arch="llama", **ARCH_FLAGS["llama"], d_head=n_embd // n_head,
+                  n_vocab=count(hf, keys["n_vocab"], where), n_embd=n_embd,
                   n_ctx=count(hf, keys["n_ctx"], where, default=2048, limit=MAX_CONTEXT),
                   n_layer=count(hf, keys["n_layer"], where), n_head=n_head,
                   n_kv_head=count(hf, keys["n_kv_head"], where, default=n_head), n_ff=count(hf, keys["n_ff"], where),
@@ -145,7 +152,7 @@ def check_config(cfg: Config, keys: dict, where: str) -> None:
         fail("n_embd", "n_head")
     if cfg.n_head % cfg.n_kv_head:
         fail("n_head", "n_kv_head")
-    if cfg.rope_theta is not None and cfg.d_head % 2:
+    if cfg.positions == "rotary" and cfg.d_head % 2:
         raise CheckpointError(f"{where}: the head size {keys['n_embd']} / {keys['n_head']} = {cfg.d_head} is odd, "
                               "but rotary positions need an even one: the file is damaged")
 
@@ -191,13 +198,13 @@ def gpt2_weights(src: TensorSource, cfg: Config) -> Weights:
     def lin(name, n_in, n_out):
         return Linear(src.take(f"{name}.weight", (n_in, n_out)).T, src.take(f"{name}.bias", (n_out,)))
 
-    blocks = tuple(Block(ln_1=norm(f"h.{i}.ln_1"), c_attn=lin(f"h.{i}.attn.c_attn", d, 3 * d),
-                         c_proj=lin(f"h.{i}.attn.c_proj", d, d), ln_2=norm(f"h.{i}.ln_2"),
-                         c_fc=lin(f"h.{i}.mlp.c_fc", d, ff), mlp_c_proj=lin(f"h.{i}.mlp.c_proj", ff, d))
+    blocks = tuple(Block(ln1=norm(f"h.{i}.ln_1"), w_qkv=lin(f"h.{i}.attn.c_attn", d, 3 * d),
+                         w_o=lin(f"h.{i}.attn.c_proj", d, d), ln2=norm(f"h.{i}.ln_2"),
+                         w_in=lin(f"h.{i}.mlp.c_fc", d, ff), w_out=lin(f"h.{i}.mlp.c_proj", ff, d))
                    for i in range(cfg.n_layer))
     wte = src.take("wte.weight", (cfg.n_vocab, d))
-    return Weights(wte=wte, wpe=src.take("wpe.weight", (cfg.n_ctx, d)), blocks=blocks, ln_f=norm("ln_f"),
-                   lm_head=wte)
+    return Weights(embed=wte, pos_embed=src.take("wpe.weight", (cfg.n_ctx, d)), blocks=blocks, ln_final=norm("ln_f"),
+                   unembed=wte)
 
 
 def llama_weights(src: TensorSource, cfg: Config) -> Weights:
@@ -214,15 +221,15 @@ def llama_weights(src: TensorSource, cfg: Config) -> Weights:
                               w(f"{i}.self_attn.v_proj", cfg.n_kv_head * dh, d)])  # [(n_head + 2 n_kv) d_head, d]
         gate_up = np.concatenate([w(f"{i}.mlp.gate_proj", ff, d), w(f"{i}.mlp.up_proj", ff, d)])  # [2 ff, d]
         blocks.append(Block(
-            ln_1=Norm(src.take(f"model.layers.{i}.input_layernorm.weight", (d,))),
-            c_attn=Linear(qkv), c_proj=Linear(w(f"{i}.self_attn.o_proj", d, cfg.n_head * dh)),
-            ln_2=Norm(src.take(f"model.layers.{i}.post_attention_layernorm.weight", (d,))),
-            c_fc=Linear(gate_up), mlp_c_proj=Linear(w(f"{i}.mlp.down_proj", d, ff))))
+            ln1=Norm(src.take(f"model.layers.{i}.input_layernorm.weight", (d,))),
+            w_qkv=Linear(qkv), w_o=Linear(w(f"{i}.self_attn.o_proj", d, cfg.n_head * dh)),
+            ln2=Norm(src.take(f"model.layers.{i}.post_attention_layernorm.weight", (d,))),
+            w_in=Linear(gate_up), w_out=Linear(w(f"{i}.mlp.down_proj", d, ff))))
     wte = src.take("model.embed_tokens.weight", (cfg.n_vocab, d))
     lm_head = src.tensors.get("lm_head.weight")
     lm_head = wte if lm_head is None else src.take("lm_head.weight", (cfg.n_vocab, d))
-    return Weights(wte=wte, wpe=None, blocks=tuple(blocks), ln_f=Norm(src.take("model.norm.weight", (d,))),
-                   lm_head=lm_head)
+    return Weights(embed=wte, pos_embed=None, blocks=tuple(blocks), ln_final=Norm(src.take("model.norm.weight", (d,))),
+                   unembed=lm_head)
 
 
 def build_weights(src: TensorSource, cfg: Config) -> Weights:

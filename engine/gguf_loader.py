@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import (MAX_CONTEXT, MAX_COUNT, TensorSource, check_block_count, check_config, count, gpt2_weights,
+from .checkpoint import (ARCH_FLAGS, MAX_CONTEXT, MAX_COUNT, TensorSource, check_block_count, check_config, count, gpt2_weights,
                          llama_weights, positive_float, short)
 from .errors import CheckpointError
 from .model import Config, Weights
@@ -219,11 +219,12 @@ def config_from_gguf(meta: dict, n_vocab: int, where: str) -> Config:
     common = {field: count(values, keys[field], where, limit=MAX_CONTEXT if field == "n_ctx" else MAX_COUNT)
               for field in ("n_vocab", "n_ctx", "n_embd", "n_layer", "n_ff")}
     if arch == "gpt2":
-        cfg = Config(arch=arch, **common, n_head=n_head, n_kv_head=n_head,
+        cfg = Config(arch=arch, **ARCH_FLAGS[arch], d_head=common["n_embd"] // n_head, **common, n_head=n_head,
+                     n_kv_head=n_head,
                      norm_eps=positive_float(meta, "gpt2.attention.layer_norm_epsilon", where, default=1e-5))
     else:
-        cfg = Config(arch=arch, **common, n_head=n_head, n_kv_head=count(values, keys["n_kv_head"], where,
-                                                                          default=n_head),
+        cfg = Config(arch=arch, **ARCH_FLAGS[arch], d_head=common["n_embd"] // n_head, **common, n_head=n_head,
+                     n_kv_head=count(values, keys["n_kv_head"], where, default=n_head),
                      norm_eps=positive_float(meta, "llama.attention.layer_norm_rms_epsilon", where, default=1e-5),
                      rope_theta=positive_float(meta, "llama.rope.freq_base", where, default=10000.0))
     check_config(cfg, keys, where)
@@ -335,4 +336,4 @@ def gpt2_from_gguf(src: TensorSource, cfg: Config) -> Weights:
     weights = gpt2_weights(src, cfg)
     if "lm_head.weight" not in src.tensors:  # tied: the unembedding is the token embedding
         return weights
-    return dataclasses.replace(weights, lm_head=src.take("lm_head.weight", (cfg.n_vocab, cfg.n_embd)))
+    return dataclasses.replace(weights, unembed=src.take("lm_head.weight", (cfg.n_vocab, cfg.n_embd)))

@@ -71,7 +71,7 @@ class Lens:
 
 def unembed(x: np.ndarray, lm: LanguageModel) -> np.ndarray:
     """Residual stream to logits the way the model's head does it: final norm, then the unembedding."""
-    return norm(x, lm.weights.ln_f, lm.config) @ lm.weights.lm_head.T  # [n, n_embd] -> [n, n_vocab]
+    return norm(x, lm.weights.ln_final, lm.config) @ lm.weights.unembed.T  # [n, n_embd] -> [n, n_vocab]
 
 
 def residual_streams(lm: LanguageModel, ids: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -242,7 +242,7 @@ class Neighbors:
 
 def is_tied(lm: LanguageModel) -> bool:
     """Whether the unembedding is the embedding matrix itself (GPT-2 ties them; many Llamas do too)."""
-    return lm.weights.lm_head is lm.weights.wte or np.may_share_memory(lm.weights.lm_head, lm.weights.wte)
+    return lm.weights.unembed is lm.weights.embed or np.may_share_memory(lm.weights.unembed, lm.weights.embed)
 
 
 def single_token(lm: LanguageModel, text: str) -> int:
@@ -259,14 +259,14 @@ def single_token(lm: LanguageModel, text: str) -> int:
 
 def neighbors(lm: LanguageModel, token_id: int, top: int = 10, through_norm: bool = True) -> Neighbors:
     lm.tokenizer.check_ids([token_id])
-    wte = lm.weights.wte
+    wte = lm.weights.embed
     vector = wte[token_id].astype(np.float32)
     norms = np.linalg.norm(wte, axis=1).astype(np.float32)
     cosine = (wte @ vector) / np.maximum(norms * norms[token_id], np.float32(1e-12))  # [n_vocab]
     cosine[token_id] = -np.inf  # the token is its own nearest neighbour: leave it out
     best = np.argsort(-cosine, kind="stable")[:top]
     x = vector[None]
-    logits = (unembed(x, lm) if through_norm else x @ lm.weights.lm_head.T)[0]
+    logits = (unembed(x, lm) if through_norm else x @ lm.weights.unembed.T)[0]
     return Neighbors(id=token_id, token=lm.token_text(token_id),
                      similar=[Neighbor(int(i), lm.token_text(int(i)), float(cosine[i])) for i in best],
                      unembedded=lm.top_predictions(logits, top), through_norm=through_norm,
@@ -432,7 +432,7 @@ def explain(lm: LanguageModel, ids: list[int], top: int = 5, dims: int = 4) -> E
     log_probs = log_softmax(logits.astype(np.float64))
     return Explanation(arch=cfg.arch, n_vocab=cfg.n_vocab, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                        n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, norm=cfg.norm, mlp=cfg.mlp,
-                       positions="learned" if lm.weights.wpe is not None else "rotary",
+                       positions=cfg.positions,
                        tied=is_tied(lm), tokens=tokens,
                        input_norm=float(np.linalg.norm(trace["blocks.0.resid_pre"][-1])), blocks=blocks,
                        final_norm=float(np.linalg.norm(trace["ln_final"][-1])),

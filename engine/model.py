@@ -4,8 +4,9 @@ The two architectures differ in three places, each chosen by a field of `Config`
 the norm (LayerNorm or RMSNorm), where positions enter (learned embeddings or rotary
 rotation of queries and keys) and the MLP (GELU or SwiGLU). Everything else is shared.
 
-Weights keep GPT-2's checkpoint names (`wte`, `wpe`, `ln_1`, `attn.c_attn`, `mlp.c_fc`, `ln_f`);
-a Llama checkpoint's tensors are mapped onto them at load (see `checkpoint.py`).
+Weights have the engine's own, architecture-neutral names (`embed`, `pos_embed`, `ln1`, `w_qkv`, `w_o`,
+`ln2`, `w_in`, `w_out`, `ln_final`, `unembed`, after TransformerLens' W_E, W_Q..., W_U); each checkpoint
+format's tensors are mapped onto them at load.
 Every matrix is stored [out, in] like PyTorch's nn.Linear, so a layer is `x @ w.T + b`: for one
 token that is a matrix-vector product reading the matrix row by row, which OpenBLAS runs faster
 than the [in, out] layout of GPT-2's Conv1D checkpoints (those are used as transposed views).
@@ -24,7 +25,7 @@ from .nn import apply_rope, gelu_new, layer_norm, rms_norm, rope_tables, silu, s
 
 @dataclass(frozen=True)
 class Config:
-    arch: str  # "gpt2" or "llama"
+    arch: str  # the architecture's name ("gpt2", "llama"), for people: the engine never branches on it
     n_vocab: int  # rows of the embedding matrix (vocab_size)
     n_ctx: int  # longest sequence the model was trained on (n_positions / max_position_embeddings)
     n_embd: int  # width of the residual stream (hidden_size)
@@ -33,26 +34,18 @@ class Config:
     n_kv_head: int  # key/value heads; fewer than n_head means grouped-query attention
     n_ff: int  # width of the MLP's hidden layer (4 * n_embd in GPT-2)
     norm_eps: float  # epsilon of every LayerNorm / RMSNorm
-    rope_theta: float | None = None  # base of the rotary frequencies; None: learned positions (GPT-2)
-
-    @property
-    def d_head(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def norm(self) -> str:
-        return "layernorm" if self.arch == "gpt2" else "rmsnorm"
-
-    @property
-    def mlp(self) -> str:
-        return "gelu" if self.arch == "gpt2" else "swiglu"
+    norm: str  # "layernorm" (centre, scale, shift: GPT-2) or "rmsnorm" (divide by the root mean square: Llama)
+    positions: str  # "learned" (a position embedding added to the token's) or "rotary" (queries and keys rotated)
+    mlp: str  # "gelu" (one matrix in, GELU) or "swiglu" (gate and up matrices, SiLU(gate) * up)
+    d_head: int  # width of one attention head (n_embd // n_head in GPT-2 and Llama)
+    rope_theta: float | None = None  # base of the rotary frequencies; None with learned positions
 
 
 def short_repr(weights) -> str:
     """A weights dataclass with arrays as dtype[shape] and blocks as the first of them: a line, not megabytes."""
     def one(name: str, value) -> str:
-        if name == "lm_head" and value is weights.wte:
-            return "wte (tied)"
+        if name == "unembed" and value is weights.embed:
+            return "embed (tied)"
         if isinstance(value, tuple) and value and isinstance(value[0], Block):
             return f"({len(value)} blocks like {value[0]!r})"
         if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -81,23 +74,23 @@ class Norm:
 
 @dataclass(frozen=True)
 class Block:
-    ln_1: Norm  # before attention
-    c_attn: Linear  # fused query, key, value: [(n_head + 2 * n_kv_head) * d_head, n_embd]
-    c_proj: Linear  # attention output: [n_embd, n_head * d_head]
-    ln_2: Norm  # before the MLP
-    c_fc: Linear  # MLP in: [n_ff, n_embd], or for SwiGLU gate and up fused: [2 * n_ff, n_embd]
-    mlp_c_proj: Linear  # MLP out: [n_embd, n_ff]
+    ln1: Norm  # before attention
+    w_qkv: Linear  # fused query, key, value: [(n_head + 2 * n_kv_head) * d_head, n_embd]
+    w_o: Linear  # attention output: [n_embd, n_head * d_head]
+    ln2: Norm  # before the MLP
+    w_in: Linear  # MLP in: [n_ff, n_embd], or for SwiGLU gate and up fused: [2 * n_ff, n_embd]
+    w_out: Linear  # MLP out: [n_embd, n_ff]
 
     __repr__ = short_repr
 
 
 @dataclass(frozen=True)
 class Weights:
-    wte: np.ndarray  # [n_vocab, n_embd] token embeddings
-    wpe: np.ndarray | None  # [n_ctx, n_embd] position embeddings; None with rotary positions
+    embed: np.ndarray  # [n_vocab, n_embd] token embeddings
+    pos_embed: np.ndarray | None  # [n_ctx, n_embd] position embeddings; None with rotary positions
     blocks: tuple[Block, ...]
-    ln_f: Norm  # final norm, before the unembedding
-    lm_head: np.ndarray  # [n_vocab, n_embd] unembedding; the same array as wte when tied
+    ln_final: Norm  # final norm, before the unembedding
+    unembed: np.ndarray  # [n_vocab, n_embd] unembedding; the same array as embed when tied
 
     __repr__ = short_repr
 
@@ -174,7 +167,7 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record
     """Causal multi-head attention over the cached positions and the new ones; heads batched."""
     n_seq, d_head = x.shape[0], cfg.d_head
     n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    qkv = linear(x, blk.c_attn)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+    qkv = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
     q = qkv[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
     k = qkv[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, n_seq, d_head]
     v = qkv[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
@@ -199,27 +192,27 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record
     z = pattern @ values  # [n_kv_head, group, n_seq, d_head]
     z = z.reshape(cfg.n_head, n_seq, d_head).transpose(1, 0, 2)  # [n_seq, n_head, d_head]
     record("attn.z", z)
-    return linear(z.reshape(n_seq, n_q), blk.c_proj)  # [n_seq, n_embd]
+    return linear(z.reshape(n_seq, n_q), blk.w_o)  # [n_seq, n_embd]
 
 
 def mlp(x: np.ndarray, blk: Block, cfg: Config, record) -> np.ndarray:
-    h = linear(x, blk.c_fc)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU)
+    h = linear(x, blk.w_in)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU)
     if cfg.mlp == "gelu":
         h = gelu_new(h)
     else:
         h = silu(h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
     record("mlp.post", h)
-    return linear(h, blk.mlp_c_proj)  # [n_seq, n_embd]
+    return linear(h, blk.w_out)  # [n_seq, n_embd]
 
 
 def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record) -> np.ndarray:
     """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x))."""
     record("resid_pre", x)
-    attn_out = attention(norm(x, blk.ln_1, cfg), blk, cfg, k_buf, v_buf, start, rope, record)
+    attn_out = attention(norm(x, blk.ln1, cfg), blk, cfg, k_buf, v_buf, start, rope, record)
     record("attn_out", attn_out)
     x = x + attn_out
     record("resid_mid", x)
-    mlp_out = mlp(norm(x, blk.ln_2, cfg), blk, cfg, record)
+    mlp_out = mlp(norm(x, blk.ln2, cfg), blk, cfg, record)
     record("mlp_out", mlp_out)
     x = x + mlp_out
     record("resid_post", x)
@@ -240,7 +233,7 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
     It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
-    dtype = weights.wte.dtype
+    dtype = weights.embed.dtype
     cache = cache if cache is not None else KVCache.empty(cfg, dtype)
     ids = np.asarray(ids, dtype=np.int64)
     start, end = cache.length, cache.length + len(ids)
@@ -250,12 +243,13 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
         raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
     record = _recorder(trace, "")
     # cos and sin of the new positions' rotary angles, shared by every block; None with learned positions
-    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta, dtype) if cfg.rope_theta is not None else None
+    rotary = cfg.positions == "rotary"
+    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta, dtype) if rotary else None
 
-    x = weights.wte[ids]  # [n_seq, n_embd]
+    x = weights.embed[ids]  # [n_seq, n_embd]
     record("embed", x)
-    if weights.wpe is not None:
-        pos = weights.wpe[start:end]
+    if cfg.positions == "learned":
+        pos = weights.pos_embed[start:end]
         record("pos_embed", pos)
         x = x + pos
     for i, blk in enumerate(weights.blocks):
@@ -264,9 +258,9 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
         x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, _recorder(trace, f"blocks.{i}."))
     if not all_logits:
         x = x[-1:]
-    x = norm(x, weights.ln_f, cfg)
+    x = norm(x, weights.ln_final, cfg)
     record("ln_final", x)
-    logits = x @ weights.lm_head.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
+    logits = x @ weights.unembed.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
     return (logits if all_logits else logits[0]), dataclasses.replace(cache, length=end)
 
 

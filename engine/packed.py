@@ -35,7 +35,8 @@ from .errors import CheckpointError
 from .model import Block, Weights
 from .safetensors_mmap import read_header, read_metadata, read_safetensors
 
-MATRICES = ("c_attn", "c_proj", "c_fc", "mlp_c_proj")
+MATRICES = ("w_qkv", "w_o", "w_in", "w_out")
+LAYOUT = 2  # part of a pack's name: bumped when the names or layout of what a pack holds change
 PACK_FORMAT = "llmx-gpt2-pack-2"  # in the pack's metadata; a pack of another format is not used
 STALE_SECONDS = 3600  # a .partial file untouched this long belongs to no live writer (one writes continuously)
 
@@ -50,7 +51,7 @@ def packed(weights: Weights, sources: list[Path], notice: Callable[[str], None])
     if os.environ.get("LLMX_PACK", "1") == "0" or all(m.w.flags.c_contiguous for m in matrices(weights)):
         return weights
     remove_stale_partials(cache_dir())
-    path = cache_dir() / f"gpt2-{content_key(sources)}.safetensors"
+    path = cache_dir() / f"gpt2-v{LAYOUT}-{content_key(sources)}.safetensors"
     if path.is_file():
         rows = verified_pack(path)
         if rows is not None:

@@ -231,7 +231,7 @@ def test_llama_gguf_matches_its_hf_directory(tmp_path, tiny_llama, gpt2_vocab):
     np.testing.assert_allclose(gguf_model.forward(ids, all_logits=True)[0], hf_model.forward(ids, all_logits=True)[0],
                                atol=1e-5)
     assert gguf_model.tokenizer.encode("Hullo, my name is") == [39, 724, 78, 11, 616, 1438, 318]
-    assert np.shares_memory(gguf_model.weights.lm_head, gguf_model.weights.wte) == ("output.weight" not in
+    assert np.shares_memory(gguf_model.weights.unembed, gguf_model.weights.embed) == ("output.weight" not in
                                                                                     llama_gguf_tensors(tiny_llama))
 
 

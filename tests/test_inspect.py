@@ -53,7 +53,7 @@ def test_lens_last_row_is_predict_exactly(lm, ids):
     for p in range(len(ids)):
         assert lens.top[-1][p][0].id == int(full[p].argmax())
     # the embed row reads the embeddings through the final norm and unembedding
-    x = lm.weights.wte[ids] + lm.weights.wpe[:len(ids)]
+    x = lm.weights.embed[ids] + lm.weights.pos_embed[:len(ids)]
     assert [c[0].id for c in lens.top[0]] == ins.unembed(x, lm).argmax(-1).tolist()
 
 
@@ -145,7 +145,7 @@ def test_scan_heads_covers_every_head_sorted(lm):
 def test_neighbors_by_cosine_and_through_the_unembedding(lm):
     token = ins.single_token(lm, " my")
     nb = ins.neighbors(lm, token, top=5)
-    wte = lm.weights.wte
+    wte = lm.weights.embed
     cosine = wte @ wte[token] / (np.linalg.norm(wte, axis=1) * np.linalg.norm(wte[token]))
     cosine[token] = -2
     assert [n.id for n in nb.similar] == np.argsort(-cosine)[:5].tolist() and token not in [n.id for n in nb.similar]
@@ -192,7 +192,7 @@ def test_explain_follows_the_last_token(lm, ids):
     ex = ins.explain(lm, ids, top=3)
     assert ex.top == lm.predict(ids, 3) and ex.positions == "learned" and ex.tied
     assert [t.id for t in ex.tokens] == ids and len(ex.tokens[0].embedding) == 4
-    assert ex.tokens[0].embedding_norm == pytest.approx(float(np.linalg.norm(lm.weights.wte[ids[0]])))
+    assert ex.tokens[0].embedding_norm == pytest.approx(float(np.linalg.norm(lm.weights.embed[ids[0]])))
     trace = Trace()
     lm.forward(ids, trace=trace)
     for b in ex.blocks:
@@ -208,7 +208,7 @@ def tiny_llama(gpt2: LanguageModel) -> LanguageModel:
     sharing GPT-2's tokenizer: enough to run every inspect function on the other architecture."""
     rng = np.random.default_rng(0)
     cfg = Config(arch="llama", n_vocab=gpt2.config.n_vocab, n_ctx=64, n_embd=32, n_layer=2, n_head=4, n_kv_head=2,
-                 n_ff=48, norm_eps=1e-5, rope_theta=10000.0)
+                 n_ff=48, norm_eps=1e-5, norm="rmsnorm", positions="rotary", mlp="swiglu", d_head=8, rope_theta=10000.0)
 
     def w(*shape):
         return (rng.standard_normal(shape) * 0.2).astype(np.float32)
@@ -218,7 +218,7 @@ def tiny_llama(gpt2: LanguageModel) -> LanguageModel:
 
     blocks = tuple(Block(ones(), Linear(w((4 + 2 * 2) * 8, 32)), Linear(w(32, 32)), ones(), Linear(w(2 * 48, 32)),
                          Linear(w(32, 48))) for _ in range(cfg.n_layer))
-    weights = Weights(wte=w(cfg.n_vocab, 32), wpe=None, blocks=blocks, ln_f=ones(), lm_head=w(cfg.n_vocab, 32))
+    weights = Weights(embed=w(cfg.n_vocab, 32), pos_embed=None, blocks=blocks, ln_final=ones(), unembed=w(cfg.n_vocab, 32))
     return dataclasses.replace(gpt2, name="tiny-llama", config=cfg, weights=weights)
 
 

@@ -52,7 +52,7 @@ def test_tied_and_untied_unembedding(tiny_llama):
     tied = "untied" not in tiny_llama.name
     assert ("lm_head.weight" in read_header(tiny_llama / "model.safetensors")[0]) == (not tied)
     weights = load(str(tiny_llama)).weights
-    assert np.shares_memory(weights.lm_head, weights.wte) == tied
+    assert np.shares_memory(weights.unembed, weights.embed) == tied
 
 
 def test_cached_decoding_equals_full_recompute(tiny_llama):

@@ -49,11 +49,11 @@ def test_first_load_packs_later_loads_map_the_pack(fresh_gpt2, monkeypatch):
     second = load(str(fresh_gpt2), on_notice=again.append)
     assert again == [] and packs() == sorted([*before, new])
     block = second.weights.blocks[1]
-    assert all(getattr(block, name).w.flags.c_contiguous for name in ("c_attn", "c_proj", "c_fc", "mlp_c_proj"))
+    assert all(getattr(block, name).w.flags.c_contiguous for name in ("w_qkv", "w_o", "w_in", "w_out"))
     monkeypatch.setenv("LLMX_PACK", "0")
     views = load(str(fresh_gpt2))
-    assert not views.weights.blocks[1].c_fc.w.flags.c_contiguous  # [in, out] on disk, seen as [out, in]
-    np.testing.assert_array_equal(views.weights.blocks[1].c_fc.w, block.c_fc.w)
+    assert not views.weights.blocks[1].w_in.w.flags.c_contiguous  # [in, out] on disk, seen as [out, in]
+    np.testing.assert_array_equal(views.weights.blocks[1].w_in.w, block.w_in.w)
     for model in (first, second):
         np.testing.assert_allclose(logits(model), logits(views), atol=1e-5)
 
@@ -85,7 +85,7 @@ def test_a_damaged_pack_is_not_used_and_is_rebuilt(fresh_gpt2):
     pack.write_bytes(pack.read_bytes()[:1000])
     notices = []
     model = load(str(fresh_gpt2), on_notice=notices.append)
-    assert pack.exists() and "packing" in notices[0] and model.weights.blocks[0].c_fc.w.flags.c_contiguous
+    assert pack.exists() and "packing" in notices[0] and model.weights.blocks[0].w_in.w.flags.c_contiguous
 
 
 def test_a_pack_whose_data_was_overwritten_is_not_used(fresh_gpt2, monkeypatch):
@@ -116,7 +116,7 @@ def test_a_damaged_pack_in_a_read_only_cache_falls_back_to_the_views(fresh_gpt2,
     notices = []
     model = load(str(fresh_gpt2), on_notice=notices.append)
     assert len(notices) == 1 and "damaged and cannot be removed (Read-only file system)" in notices[0], notices
-    assert not model.weights.blocks[0].c_fc.w.flags.c_contiguous
+    assert not model.weights.blocks[0].w_in.w.flags.c_contiguous
     np.testing.assert_allclose(logits(model), expected, atol=1e-5)
 
 
@@ -126,7 +126,7 @@ def test_an_unwritable_cache_falls_back_to_the_views(fresh_gpt2, tmp_path, monke
     monkeypatch.setenv("LLMX_CACHE", str(blocker / "llmx"))
     notices = []
     model = load(str(fresh_gpt2), on_notice=notices.append)
-    assert "cannot write" in notices[-1] and not model.weights.blocks[0].c_fc.w.flags.c_contiguous
+    assert "cannot write" in notices[-1] and not model.weights.blocks[0].w_in.w.flags.c_contiguous
 
 
 def test_partial_files_of_killed_writers_are_removed(fresh_gpt2, tmp_path, monkeypatch):

@@ -138,8 +138,8 @@ def test_model_and_weights_reprs_are_short(tiny_gpt2_model):
     model, weights = repr(tiny_gpt2_model), repr(tiny_gpt2_model.weights)
     assert len(model) < 1000 and len(weights) < 1000 and "array" not in model + weights
     assert model.startswith("LanguageModel(name=") and "arch='gpt2'" in model and "n_layer=2" in model
-    assert weights.startswith("Weights(wte=float32[50257, 64], wpe=float32[64, 64], blocks=(2 blocks like Block(")
-    assert "c_attn=Linear(w=float32[192, 64], b=float32[192])" in weights and weights.endswith("lm_head=wte (tied))")
+    assert weights.startswith("Weights(embed=float32[50257, 64], pos_embed=float32[64, 64], blocks=(2 blocks like Block(")
+    assert "w_qkv=Linear(w=float32[192, 64], b=float32[192])" in weights and weights.endswith("unembed=embed (tied))")
 
 
 # --- long texts ----------------------------------------------------------------------------------------------
