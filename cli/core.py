@@ -10,7 +10,7 @@ import click
 from .batch import batch_options, is_batch, run_batch, to_json
 from .inputs import (SEED, TEMPERATURE, FiniteFloat, json_option, load_model, model_option, read_file, read_text,
                      resolve_model, warn)
-from .engine.errors import InputError
+from .engine.errors import InputError, count
 
 
 def emit_json(obj) -> None:
@@ -233,7 +233,7 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
             whole = " (all of it)" if prompt.dropped == prompt.context_tokens else ""
             notice(f"the context ({prompt.context_tokens} tokens) and the question do not fit the model's "
                    f"context of {lm.config.n_ctx} tokens with --max-tokens {max_tokens}: dropped the first "
-                   f"{prompt.dropped} tokens of the context{whole}")
+                   f"{count(prompt.dropped, 'token')} of the context{whole}")
         ids = prompt.ids
     return lm.generate(ids, max_tokens, on_notice=notice, **options)
 

@@ -21,6 +21,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from .engine.errors import count
+
 TOKEN_STYLES = ("black on rgb(180,210,255)", "black on rgb(255,220,170)", "black on rgb(190,240,190)",
                 "black on rgb(250,200,220)")
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
@@ -69,10 +71,6 @@ def stderr_console() -> Console:
     console.soft_wrap = not console.is_terminal
     return console
 
-
-def count(n: int, noun: str) -> str:
-    """'1 token', '7 tokens': a number and its noun, singular or plural."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def notice(message: str) -> None:

@@ -1,6 +1,11 @@
 """The errors the engine raises: each message says what went wrong and what to do about it."""
 
 
+def count(n: int, noun: str) -> str:
+    """'1 token', '7 tokens': a number and its noun, singular or plural, for messages."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class LlmxError(Exception):
     """Base class: a problem a person can fix, explained in one line."""
 

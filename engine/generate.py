@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, count
 from .model import KVCache
 from .sampling import Sampling, sample
 
@@ -70,7 +70,7 @@ class Generation:
             if cache.length == self.model.config.n_ctx:  # the window is full: keep its second half
                 context = context[-(self.model.config.n_ctx // 2):]
                 self.on_notice(f"context window of {self.model.config.n_ctx} tokens is full: "
-                               f"continuing from the last {len(context)} tokens")
+                               f"continuing from the last {count(len(context), 'token')}")
                 logits, cache = self.model.forward(context)
             else:
                 logits, cache = self.model.forward([token], cache)
@@ -96,6 +96,6 @@ def fit_context(ids: list[int], budget: int, n_ctx: int, on_notice: Callable[[st
     keep = min(keep, n_ctx)
     if len(ids) > keep:
         on_notice(f"prompt of {len(ids)} tokens does not fit the model's context of {n_ctx} tokens "
-                  f"with the tokens to generate: keeping its last {keep} tokens")
+                  f"with the tokens to generate: keeping its last {count(keep, 'token')}")
         return ids[-keep:]
     return ids

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, count
 from .nn import log_softmax
 
 
@@ -86,8 +86,8 @@ def score(model, ids: list[int], *, bos: bool = False, stride: int | None = None
                          "the first one scored: give a longer text, or put the start token first (--bos)")
     if len(seq) > n_ctx:
         on_notice(f"the text has {len(seq)} tokens, more than the model's context of {n_ctx}: scoring it in "
-                  f"{1 + -(-(len(seq) - n_ctx) // stride)} sliding windows, each scoring {stride} new tokens "
-                  f"after at least {n_ctx - stride} tokens of context")
+                  f"{1 + -(-(len(seq) - n_ctx) // stride)} sliding windows, each scoring {count(stride, 'new token')} "
+                  f"after at least {count(n_ctx - stride, 'token')} of context")
     logprobs = [None] * len(seq)  # logprobs[t] scores seq[t] given seq[:t]
     windows, begin, done = 0, 0, 1
     while done < len(seq):
