@@ -84,7 +84,11 @@ def parse_entry(text: str) -> Entry:
 @lru_cache(maxsize=2)
 def load_model(source: str):
     from .engine import load
+    from .engine.threads import blas_threads, use_blas_threads
 
+    threads = blas_threads(os.environ)  # as the command line does: one BLAS thread per idle core, or LLMX_THREADS
+    if threads is not None:
+        use_blas_threads(threads)
     return load(source)
 
 
@@ -99,7 +103,7 @@ class LlmxModel(llm.Model):
         top_k: Optional[int] = Field(None, ge=1, description="Sample only from the k most likely tokens")
         top_p: Optional[float] = Field(
             None, gt=0, le=1, description="Sample only from the most likely tokens whose probabilities add up to p")
-        seed: Optional[int] = Field(None, description="Random seed: the same seed gives the same continuation")
+        seed: Optional[int] = Field(None, ge=0, lt=2 ** 32, description="Random seed: the same seed gives the same continuation")
 
     def __init__(self, model_id: str, source: str):
         self.model_id = model_id
