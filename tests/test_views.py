@@ -150,7 +150,7 @@ def test_model_and_weights_reprs_are_short(tiny_gpt2_model):
 
 
 def test_tokenize_view_of_a_long_text_streams_every_row(m):
-    from llmx.render import TOKENS_AT_ONCE
+    from llmx.views.tokens import TOKENS_AT_ONCE
 
     n = 20 * TOKENS_AT_ONCE + 123  # 200,123 tokens
     r = run("tokenize", *m, input="word" + " word" * (n - 1))
@@ -171,7 +171,7 @@ def test_tokenize_table_is_laid_out_as_rich_would(m, text):
     from rich.console import Console
 
     from llmx.engine import load_tokenizer
-    from llmx.render import simple_table, visible
+    from llmx.views.common import simple_table, visible
 
     tokenizer = load_tokenizer(m[1])
     ids = tokenizer.encode(text)
