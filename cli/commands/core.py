@@ -14,7 +14,7 @@ from ..engine.errors import InputError, count
 from ..inputs import load_model, read_file, read_text
 from ..notices import warn
 from ..options import json_option, model_option, sampling_options, seed_option, svg_option
-from .common import emit_json, output, svg_errors
+from .common import current_width, emit_json, output, svg_errors
 
 SVG_MAX_TOKENS = 5_000  # an SVG of more tokens is too large for a browser to show
 
@@ -181,8 +181,7 @@ Examples:
 @click.option("--context", metavar="FILE",
               help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
                    "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
-@click.option("--svg", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the prompt and the finished continuation, in colour, as an SVG image in FILE.")
+@svg_option
 @json_option
 @batch_options
 def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, svg, as_json, jsonl,
@@ -215,12 +214,13 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
         emit_json(record(model, continued_data(finish(generation), echoed)))
     else:
         stream(generation, echoed or "")
-    if svg:  # the image shows the prompt, with or without --echo
+    if svg:  # the finished continuation, after its prompt (with or without --echo)
         from ..render import save_svg
         from ..views.continuation import continuation_view
 
         with svg_errors(svg):
-            save_svg(partial(continuation_view, continued_data(generation, prompt)), svg, "llmx continue")
+            save_svg(partial(continuation_view, continued_data(generation, prompt)), svg, "llmx continue",
+                     current_width())
 
 
 def stream(generation, prompt: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .common import SCORE_LABELS, clip, cut_note, pct, position_labels, shade, shade_legend, simple_table, wrap
+from .common import SCORE_LABELS, cut_note, pct, position_labels, shade, shade_legend, simple_table, wrap
 
 
 def attention_view(att, width: int, color: bool) -> list:

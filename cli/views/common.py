@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.errors import count  # noqa: F401  (views say "1 token", "2 tokens" through it)
+from ..engine.errors import count  # noqa: F401  (re-exported: views say "1 token", "2 tokens" through it)
 
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 VISIBLE_TABLE = str.maketrans(VISIBLE)
