@@ -24,9 +24,7 @@ If any line failed the command exits 1 after the last line, with a one-line summ
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import signal
 import sys
 from contextlib import contextmanager
@@ -35,7 +33,8 @@ from typing import Callable
 import click
 
 from .engine.errors import InputError, LlmxError
-from .inputs import warn
+from .data import LONE_SURROGATE, to_json
+from .notices import warn
 
 Handler = Callable[[str, Callable[[str], None]], dict]  # (text, notice) -> the JSON result for that text
 
@@ -48,7 +47,6 @@ jsonl_option = click.option(
 lines_option = click.option("--lines", is_flag=True, help="With --jsonl: each input line is plain text, not JSON.")
 
 RESERVED = ("line", "error")  # written last on every output line, over input fields of the same name
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads, surrogate pairs are already one character
 JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
               type(None): "null"}
 
@@ -66,8 +64,10 @@ class Terminated(BaseException):
     so that no `except Exception` on the way swallows it)."""
 
 
-def is_batch(text: str | None, jsonl: str | None, lines: bool) -> bool:
+def is_batch(text: str | None, jsonl: str | None, lines: bool, svg: str | None = None) -> bool:
     """Whether the command runs in batch mode; usage errors for options that do not go together."""
+    if jsonl is not None and svg is not None:
+        raise click.UsageError("--svg saves the view of one text; --jsonl prints JSON lines: drop one of them")
     if jsonl is None:
         if lines:
             raise click.UsageError("--lines goes with --jsonl (e.g. `... --jsonl --lines < texts.txt`)")
@@ -133,32 +133,6 @@ def result_line(result: dict, number: int) -> str:
     for path in nonfinite:
         warn(f"line {number}: {path} is not a finite number, which JSON cannot hold: written as null")
     return line
-
-
-def to_json(obj) -> tuple[str, list[str]]:
-    """`obj` as one line of valid JSON, and the paths (like .perplexity) of the non-finite numbers written as null.
-
-    Non-ASCII text is written as it is; a lone surrogate (not a character, so not encodable as UTF-8)
-    is written as its \\uXXXX escape, which is how it came in.
-    """
-    nonfinite: list[str] = []
-    try:
-        text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        text = json.dumps(finite(obj, "", nonfinite), ensure_ascii=False, allow_nan=False)
-    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text), nonfinite
-
-
-def finite(obj, path: str, nonfinite: list[str]):
-    """`obj` with every NaN and infinity replaced by None; their paths appended to `nonfinite`."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        nonfinite.append(path or ".")
-        return None
-    if isinstance(obj, dict):
-        return {key: finite(value, f"{path}.{key}", nonfinite) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(value, f"{path}[{i}]", nonfinite) for i, value in enumerate(obj)]
-    return obj
 
 
 @contextmanager

@@ -11,9 +11,10 @@ from contextlib import contextmanager
 
 import click
 
-from . import core, inspect, score
 from .batch import Terminated
-from .inputs import MODEL_HELP
+from .commands import core, inspect, models, score
+from .notices import error
+from .options import MODEL_HELP
 
 EPILOG = """\b
 Examples:
@@ -69,7 +70,7 @@ def cli(model):
     """
 
 
-for command in [*core.COMMANDS, score.score, *inspect.COMMANDS]:
+for command in [*core.COMMANDS, *models.COMMANDS, score.score, *inspect.COMMANDS]:
     cli.add_command(command)
 
 
@@ -127,6 +128,3 @@ def set_blas_threads(debug: bool) -> None:
     if threads is not None:
         use_blas_threads(threads)
 
-
-def error(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)

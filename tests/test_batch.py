@@ -203,10 +203,10 @@ def test_output_is_valid_json_with_nan_infinity_and_lone_surrogates_passed_throu
 
 
 def test_a_non_finite_result_becomes_null_with_a_warning(m, monkeypatch):
-    import llmx.score
+    import llmx.commands.score
 
-    degenerate = lambda result, model: {"model": model, "perplexity": float("inf"), "mean_nll": float("nan")}
-    monkeypatch.setattr(llmx.score, "score_json", degenerate)
+    degenerate = lambda result: {"perplexity": float("inf"), "mean_nll": float("nan")}
+    monkeypatch.setattr(llmx.commands.score, "scores_data", degenerate)
     r = run("score", *m, "--json", "Hullo there")
     assert r.exit_code == 0 and strict_json(r.stdout) == {"model": m[1], "perplexity": None, "mean_nll": None}
     assert ".perplexity is not a finite number" in r.stderr and ".mean_nll is not" in r.stderr

@@ -257,7 +257,7 @@ def test_tokenize_reads_no_weights(tiny_gpt2, tmp_path):
 
 
 def test_stop_sequences_understand_escapes_and_keep_other_characters():
-    from llmx.core import unescape
+    from llmx.commands.core import unescape
 
     assert unescape(r"\n") == "\n" and unescape(r"A:\t") == "A:\t" and unescape("\\\\n") == "\\n"
     assert unescape("é\\n") == "é\n" and unescape("naïve") == "naïve" and unescape(r"\x") == r"\x"

@@ -150,7 +150,7 @@ def test_model_and_weights_reprs_are_short(tiny_gpt2_model):
 
 
 def test_tokenize_view_of_a_long_text_streams_every_row(m):
-    from llmx.render import TOKENS_AT_ONCE
+    from llmx.views.tokens import TOKENS_AT_ONCE
 
     n = 20 * TOKENS_AT_ONCE + 123  # 200,123 tokens
     r = run("tokenize", *m, input="word" + " word" * (n - 1))
@@ -171,7 +171,7 @@ def test_tokenize_table_is_laid_out_as_rich_would(m, text):
     from rich.console import Console
 
     from llmx.engine import load_tokenizer
-    from llmx.render import simple_table, visible
+    from llmx.views.common import simple_table, visible
 
     tokenizer = load_tokenizer(m[1])
     ids = tokenizer.encode(text)
@@ -192,3 +192,48 @@ def test_heads_table_fits_80_columns_with_whole_headers(m):
     assert header.split() == ["layer.head", "induction", "previous", "duplicate", "│", "control:", "induction",
                               "previous", "duplicate"]
     assert max(map(len, lines)) <= 80 and "…" not in "".join(lines)
+
+
+# --- --svg on every command ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command, shows", [
+    (["tokenize", TEXT], "·name"), (["tokenize", "--decode", "39 724 78"], "Hullo"),
+    (["predict", TEXT, "--top", "3"], "after 7 prompt tokens"), (["score", TEXT], "surprisal in bits:"),
+    (["models", "show"], "parameters"), (["models"], "short name")])
+def test_the_core_commands_save_their_view_as_svg(m, command, shows, tmp_path):
+    path = tmp_path / "view.svg"
+    args = [*command[:1], *([] if command[0] == "models" else m), *command[1:], "--svg", str(path)]
+    r = run(*args, env={"HF_HUB_CACHE": str(tmp_path), "LLMX_MODEL": m[1]})
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == run(*args[:-2], env={"HF_HUB_CACHE": str(tmp_path), "LLMX_MODEL": m[1]}).stdout
+    assert f"saved {path}" in r.stderr.replace("\n", "")
+    svg = svg_text(path)
+    assert svg.startswith("<svg") and shows.replace("<", "&lt;") in svg and "fill=\"#" in svg  # coloured
+
+
+def test_continue_svg_shows_prompt_and_continuation_whatever_stdout_gets(m, tmp_path):
+    path = tmp_path / "continue.svg"
+    args = ("continue", *m, "Hullo, my name is", "--temperature", "0", "--max-tokens", "4")
+    r = run(*args, "--svg", str(path))
+    assert r.exit_code == 0 and r.stdout == run(*args).stdout
+    continuation = r.stdout.rstrip("\n")
+    shown = svg_text(path)
+    assert "Hullo, my name is" in shown and "finish reason: length" in shown and continuation.split()[-1] in shown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tokenize", "--ids", TEXT, "--svg", "x.svg"], "--ids and --svg do not go together"),
+    (["predict", "--jsonl", "--svg", "x.svg"], "--svg saves the view of one text"),
+])
+def test_svg_with_options_that_print_no_view_is_a_usage_error(m, args, message):
+    r = run(*args[:1], *m, *args[1:])
+    assert r.exit_code == 2 and message in r.stderr
+
+
+def test_a_huge_tokenize_svg_is_refused_with_a_hint(m, tmp_path):
+    from llmx.commands.core import SVG_MAX_TOKENS
+
+    r = run("tokenize", *m, "--svg", str(tmp_path / "t.svg"), input="word" + " word" * SVG_MAX_TOKENS)
+    assert r.exit_code == 1 and r.stdout == "" and not (tmp_path / "t.svg").exists()
+    assert f"at most {SVG_MAX_TOKENS:,} tokens" in r.stderr and "head -c" in r.stderr

@@ -1,62 +1,21 @@
 """Commands that look inside the model: explain, lens, attention, heads, neighbors, steer.
 
-Each parses, calls `llmx.engine.inspect`, and hands the result to a view in `render.py` (or prints it as JSON).
+Each parses, calls `llmx.engine.inspect`, and hands the result (its data) to a view in `views/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
 import click
 
-from .core import emit_json
-from .inputs import SEED, TEMPERATURE, FiniteFloat, json_option, load_model, model_option, read_text, warn
+from ..inputs import load_model, read_text
+from ..notices import warn
+from ..options import FiniteFloat, json_option, model_option, seed_option, svg_option, temperature_option
+from .common import output
 
-WIDTH = "llmx.width"  # where --width is kept in the click context's meta, for show()
-
-
-def keep_width(ctx: click.Context, param, value: int | None) -> None:
-    ctx.meta[WIDTH] = value
-
-
-def svg_option(command):
-    """--svg FILE and --width N, which every view takes."""
-    command = click.option("--width", type=click.IntRange(min=20), metavar="N", expose_value=False,
-                           callback=keep_width,
-                           help="Lay the view out for N columns (default: the terminal's; for --svg, as wide as the "
-                                "view needs to show everything, at least 80).")(command)
-    return click.option("--svg", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-                        help="Also save the view, in colour, as an SVG image in FILE.")(command)
 layer_option = click.option("--layer", "-l", required=True, type=click.IntRange(min=0),
                             help="Block to look at, counted from 0.")
-
-
-def as_data(obj):
-    """Dataclasses, lists and NumPy values as plain JSON-ready Python."""
-    import numpy as np
-
-    if dataclasses.is_dataclass(obj):
-        return {f.name: as_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [as_data(x) for x in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def show(model: str, data, view, svg: str | None, as_json: bool, title: str) -> None:
-    """JSON of `data` or the view on stdout; the view also into `svg` when given."""
-    from .render import present
-
-    if as_json:
-        emit_json({"model": model, **(data if isinstance(data, dict) else as_data(data))})
-    try:
-        present(view, svg, to_stdout=not as_json, title=title, width=click.get_current_context().meta.get(WIDTH))
-    except OSError as e:
-        raise click.FileError(svg, e.strerror) from None
 
 
 @click.command(epilog="""\b
@@ -74,13 +33,12 @@ def explain(text, model, top, svg, as_json):
 
     TEXT is read from stdin when it is '-' or absent.
     """
-    from .engine.inspect import explain as run
-    from .render import explain_view
+    from ..engine.inspect import explain as run
+    from ..views.explain import explain_view
 
     text = read_text(text)
     lm = load_model(model)
-    ex = run(lm, lm.prompt_ids(text), top)
-    show(model, ex, partial(explain_view, ex), svg, as_json, "llmx explain")
+    output(model, run(lm, lm.prompt_ids(text), top), explain_view, as_json, svg, "llmx explain")
 
 
 @click.command(epilog="""\b
@@ -102,15 +60,14 @@ def lens(text, model, position, top, svg, as_json):
     norm and the unembedding; the last row is the model's real prediction. TEXT is read from stdin
     when it is '-' or absent.
     """
-    from .engine.inspect import logit_lens
-    from .render import lens_position_view, lens_view
+    from ..engine.inspect import logit_lens
+    from ..views.lens import lens_position_view, lens_view
 
     text = read_text(text)
     lm = load_model(model)
     top = top or (5 if position is not None else 1)
     result = logit_lens(lm, lm.prompt_ids(text), top, None if position is None else [position])
-    view = lens_view if position is None else lens_position_view
-    show(model, result, partial(view, result), svg, as_json, "llmx lens")
+    output(model, result, lens_view if position is None else lens_position_view, as_json, svg, "llmx lens")
 
 
 @click.command(epilog="""\b
@@ -130,13 +87,12 @@ def attention(text, model, layer, head, svg, as_json):
 
     TEXT is read from stdin when it is '-' or absent.
     """
-    from .engine.inspect import attention as run
-    from .render import attention_view
+    from ..engine.inspect import attention as run
+    from ..views.attention import attention_view
 
     text = read_text(text)
     lm = load_model(model)
-    result = run(lm, lm.prompt_ids(text), layer, head)
-    show(model, result, partial(attention_view, result), svg, as_json, "llmx attention")
+    output(model, run(lm, lm.prompt_ids(text), layer, head), attention_view, as_json, svg, "llmx attention")
 
 
 @click.command(epilog="""\b
@@ -147,7 +103,7 @@ Examples:
 @model_option
 @click.option("--seq-len", default=50, show_default=True, type=click.IntRange(min=2),
               help="Length of the random sequence that is repeated.")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the random tokens (0 to 2**32-1).")
+@seed_option("Seed of the random tokens (0 to 2**32-1).", default=0)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many heads to show.")
 @svg_option
 @json_option
@@ -157,13 +113,11 @@ def heads(model, seq_len, seed, top, svg, as_json):
     Each score is a head's mean attention to one position; the same scores on random tokens that
     never repeat are shown beside them as a control.
     """
-    from .engine.inspect import scan_heads
-    from .render import heads_view
+    from ..engine.inspect import scan_heads
+    from ..views.attention import heads_view
 
-    lm = load_model(model)
-    scan = scan_heads(lm, seq_len, seed)
-    scan = dataclasses.replace(scan, heads=scan.heads[:top])
-    show(model, scan, partial(heads_view, scan), svg, as_json, "llmx heads")
+    scan = scan_heads(load_model(model), seq_len, seed)
+    output(model, dataclasses.replace(scan, heads=scan.heads[:top]), heads_view, as_json, svg, "llmx heads")
 
 
 @click.command(epilog="""\b
@@ -184,15 +138,15 @@ def neighbors(token, model, token_id, top, raw, svg, as_json):
 
     TOKEN must be a single token of the model (mind the leading space: " Paris" is not "Paris").
     """
-    from .engine.inspect import neighbors as run
-    from .engine.inspect import single_token
-    from .render import neighbors_view
+    from ..engine.inspect import neighbors as run
+    from ..engine.inspect import single_token
+    from ..views.neighbors import neighbors_view
 
     if (token is None) == (token_id is None):
         raise click.UsageError("give either a TOKEN or --id N")
     lm = load_model(model)
     result = run(lm, single_token(lm, token) if token_id is None else token_id, top, through_norm=not raw)
-    show(model, result, partial(neighbors_view, result), svg, as_json, "llmx neighbors")
+    output(model, result, neighbors_view, as_json, svg, "llmx neighbors")
 
 
 @click.command(epilog="""\b
@@ -209,10 +163,8 @@ Examples:
 @click.option("--coef", default=5.0, show_default=True, type=FiniteFloat(), help="How much of the difference to add.")
 @click.option("--max-tokens", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate for each continuation.")
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
-              help="Sampling temperature: 0 always picks the most likely token, else a number from 1e-06 up.")
-@click.option("--seed", default=0, show_default=True, type=SEED,
-              help="Random seed (0 to 2**32-1), the same for both continuations.")
+@temperature_option
+@seed_option("Random seed (0 to 2**32-1), the same for both continuations.", default=0)
 @svg_option
 @json_option
 def steer(text, model, add, sub, layer, coef, max_tokens, temperature, seed, svg, as_json):
@@ -223,14 +175,14 @@ def steer(text, model, add, sub, layer, coef, max_tokens, temperature, seed, svg
     prompt starts with the model's start token, as in ActAdd. TEXT is read from stdin when it is
     '-' or absent.
     """
-    from .engine import Sampling
-    from .engine.inspect import steer as run
-    from .render import steer_view
+    from ..engine import Sampling
+    from ..engine.inspect import steer as run
+    from ..views.steer import steer_view
 
     text = read_text(text)
     lm = load_model(model)
     result = run(lm, text, add, sub, layer, coef, max_tokens, Sampling(temperature=temperature), seed, on_notice=warn)
-    show(model, result, partial(steer_view, result), svg, as_json, "llmx steer")
+    output(model, result, steer_view, as_json, svg, "llmx steer")
 
 
 COMMANDS = [explain, lens, attention, heads, neighbors, steer]

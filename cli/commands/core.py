@@ -1,24 +1,22 @@
-"""The core commands: tokenize, predict, continue and models. Each parses, calls the engine, renders."""
+"""The core commands: tokenize, predict, continue. Each parses, calls the engine, builds its data, outputs it."""
 
 from __future__ import annotations
 
 import re
 import sys
+from functools import partial
 
 import click
 
-from .batch import batch_options, is_batch, run_batch, to_json
-from .inputs import (SEED, TEMPERATURE, FiniteFloat, json_option, load_model, model_option, read_file, read_text,
-                     resolve_model, warn)
-from .engine.errors import InputError, count
+from ..batch import batch_options, is_batch, run_batch
+from ..data import Decoded, Predictions, Truncated, continued_data, record, tokens_data
+from ..engine.errors import InputError, count
+from ..inputs import load_model, read_file, read_text
+from ..notices import warn
+from ..options import json_option, model_option, sampling_options, seed_option, svg_option
+from .common import current_width, emit_json, output, svg_errors
 
-
-def emit_json(obj) -> None:
-    """`obj` as one line of JSON: non-finite numbers become null, with a warning naming them (see batch.to_json)."""
-    line, nonfinite = to_json(obj)
-    for path in nonfinite:
-        warn(f"{path} is not a finite number, which JSON cannot hold: written as null")
-    click.echo(line)
+SVG_MAX_TOKENS = 5_000  # an SVG of more tokens is too large for a browser to show
 
 
 @click.command(epilog="""\b
@@ -28,6 +26,7 @@ Examples:
   llmx tokenize --decode 39 724 78 11 616 1438 318
   llmx tokenize --decode --truncate 3 "39 724 78 11 616 1438 318"   # Hullo
   cat notes.txt | llmx tokenize --count
+  llmx tokenize "Hullo, my name is" --svg tokens.svg
 """)
 @click.argument("text", nargs=-1, metavar="[TEXT | IDS...]")
 @model_option
@@ -38,47 +37,67 @@ Examples:
 @click.option("--truncate", type=click.IntRange(min=0), metavar="N",
               help="Print the text of the first N tokens (of TEXT, or of the ids with --decode).")
 @click.option("--special", is_flag=True, help="Parse special-token text such as <|endoftext|> as special tokens.")
+@svg_option
 @json_option
-def tokenize(text, model, only_ids, only_count, decode, truncate, special, as_json):
+def tokenize(text, model, only_ids, only_count, decode, truncate, special, svg, as_json):
     """Show how TEXT splits into tokens: a token view, a table of ids and pieces, the count.
 
     TEXT is read from stdin when it is '-' or absent. --ids and --count print only that and go with
     no other output option; --decode and --truncate print text, also as --json.
     """
-    from .engine import load_tokenizer
+    from ..engine import load_tokenizer
 
-    check_tokenize_options(len(text), only_ids, only_count, as_json, decode, truncate, special)
+    check_tokenize_options(len(text), only_ids, only_count, as_json, decode, truncate, special, svg)
     text = read_text(" ".join(text) if text else None)
     tokenizer = load_tokenizer(model)  # the weights are not needed
     if decode:
         ids = parse_ids(text)[:truncate]
-        out = tokenizer.decode(ids)
-        emit_json({"model": model, "ids": ids, "text": out}) if as_json else click.echo(out)
-        return
+        return output_text(model, Decoded(ids, tokenizer.decode(ids)), as_json, svg)
     ids = tokenizer.encode(text, special=special)
     if truncate is not None:
-        out = tokenizer.decode(ids[:truncate])
-        emit_json({"model": model, "text": out, "count": min(truncate, len(ids))}) if as_json else click.echo(out)
-    elif as_json:
-        emit_json({"model": model, "tokens": [{"id": i, "text": tokenizer.text(i)} for i in ids], "count": len(ids)})
-    elif only_ids:
+        return output_text(model, Truncated(tokenizer.decode(ids[:truncate]), min(truncate, len(ids))), as_json, svg)
+    if only_ids:
         click.echo(" ".join(map(str, ids)))
     elif only_count:
         click.echo(len(ids))
     else:
-        from .render import print_tokens
+        output_tokens(model, tokens_data(tokenizer, ids), as_json, svg)
 
-        print_tokens(ids, [tokenizer.piece(i) for i in ids])
+
+def output_tokens(model: str, data, as_json: bool, svg: str | None) -> None:
+    """The tokens view streams to stdout (a text may have a million tokens); an SVG takes a few thousand."""
+    from ..views.tokens import print_tokens, tokens_view
+
+    if svg and data.count > SVG_MAX_TOKENS:
+        raise InputError(f"--svg draws at most {SVG_MAX_TOKENS:,} tokens and the text has {data.count:,}: "
+                         "give it a part of the text (e.g. `head -c 20000 FILE | llmx tokenize --svg FILE.svg`)")
+    output(model, data, tokens_view, as_json, svg, "llmx tokenize", print_view=print_stream(print_tokens))
+
+
+def print_stream(print_view):
+    def printed(data) -> None:
+        from ..render import stdout_console
+
+        print_view(data, stdout_console())
+    return printed
+
+
+def output_text(model: str, data, as_json: bool, svg: str | None) -> None:
+    """Decoded or truncated text: as it is on stdout (not laid out by Rich), or as JSON; --svg draws it."""
+    from ..views.tokens import text_view
+
+    output(model, data, text_view, as_json, svg, "llmx tokenize", print_view=lambda d: click.echo(d.text))
 
 
 def check_tokenize_options(n_args: int, only_ids: bool, only_count: bool, as_json: bool, decode: bool,
-                           truncate: int | None, special: bool) -> None:
+                           truncate: int | None, special: bool, svg: str | None = None) -> None:
     """Usage errors for tokenize options that would otherwise be silently ignored."""
     if n_args > 1 and not decode:
         raise click.UsageError("TEXT is one argument: quote it (llmx tokenize \"Hullo, my name is\"); "
                                "only --decode reads several arguments (token ids)")
     given = [name for name, on in (("--ids", only_ids), ("--count", only_count), ("--json", as_json),
-                                   ("--decode", decode), ("--truncate", truncate is not None)) if on]
+                                   ("--decode", decode), ("--truncate", truncate is not None),
+                                   ("--svg", svg is not None)) if on]
     if (only_ids or only_count) and len(given) > 1:
         raise click.UsageError(f"{' and '.join(given)} do not go together: --ids and --count each print only "
                                "that (--json prints the ids and the count together)")
@@ -107,45 +126,37 @@ Examples:
   llmx predict "Hullo, my name is"
   llmx predict "The capital of France is" --top 5 --json | jq '.predictions[0]'
   llmx predict --jsonl --lines --top 1 < prompts.txt
+  llmx predict "The capital of France is" --svg predictions.svg
 """)
 @click.argument("text", required=False)
 @model_option
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many tokens to show.")
+@svg_option
 @json_option
 @batch_options
-def predict(text, model, top, as_json, jsonl, lines):
+def predict(text, model, top, svg, as_json, jsonl, lines):
     """Show the most likely next tokens after TEXT, with probabilities and logits.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT predicts the first token.
     """
-    if is_batch(text, jsonl, lines):
+    from ..views.predict import predictions_view
+
+    if is_batch(text, jsonl, lines, svg):
         lm = load_model(model)
-        run_batch(jsonl, lines, lambda t, notice: predictions_json(model, *predict_text(lm, t, top, notice)))
+        run_batch(jsonl, lines, lambda t, notice: record(model, predict_text(lm, t, top, notice)))
         return
     text = read_text(text)
     lm = load_model(model)
-    ids, predictions = predict_text(lm, text, top, warn)
-    if as_json:
-        emit_json(predictions_json(model, ids, predictions))
-    else:
-        from .render import print_predictions
-
-        print_predictions(predictions, len(ids))
+    output(model, predict_text(lm, text, top, warn), predictions_view, as_json, svg, "llmx predict")
 
 
-def predict_text(lm, text: str, top: int, notice):
+def predict_text(lm, text: str, top: int, notice) -> Predictions:
     ids = lm.prompt_ids(text)
     if len(ids) > lm.config.n_ctx:
         notice(f"the text has {len(ids)} tokens, more than the model's context of {lm.config.n_ctx}: "
                f"predicting from the last {lm.config.n_ctx}")
         ids = ids[-lm.config.n_ctx:]
-    return ids, lm.predict(ids, top)
-
-
-def predictions_json(model: str, ids: list[int], predictions) -> dict:
-    return {"model": model, "prompt_tokens": len(ids),
-            "predictions": [{"rank": p.rank, "id": p.id, "token": p.token, "prob": p.prob, "logit": p.logit}
-                            for p in predictions]}
+    return Predictions(len(ids), lm.predict(ids, top))
 
 
 @click.command("continue", epilog="""\b
@@ -155,17 +166,14 @@ Examples:
   llmx continue $'Q: What is 2+2?\\nA:' --temperature 0 --stop '\\n'   # $'..': a real newline
   grep -i everest notes.txt | llmx continue --context - "Q: How high is Mt. Everest?" --max-tokens 20
   llmx continue --jsonl questions.jsonl --seed 1 --max-tokens 20 > answers.jsonl
+  llmx continue "Hullo, my name is" --seed 1 --svg continuation.svg
 """)
 @click.argument("text", required=False)
 @model_option
 @click.option("--max-tokens", "max_tokens", default=50, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate.")
-@click.option("--temperature", "-t", default=1.0, show_default=True, type=TEMPERATURE,
-              help="Sampling temperature: 0 always picks the most likely token, else a number from 1e-06 up.")
-@click.option("--top-k", type=click.IntRange(min=1), help="Sample only from the k most likely tokens.")
-@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True),
-              help="Sample only from the most likely tokens whose probabilities add up to p.")
-@click.option("--seed", type=SEED, help="Random seed (0 to 2**32-1): the same seed gives the same continuation.")
+@sampling_options
+@seed_option("Random seed (0 to 2**32-1): the same seed gives the same continuation.")
 @click.option("--stop", multiple=True, help="Stop when this text appears (repeatable; \\n and \\t are understood).")
 @click.option("--echo", is_flag=True,
               help='Print the prompt (with --context: the context, a blank line and TEXT) before the continuation; '
@@ -173,17 +181,19 @@ Examples:
 @click.option("--context", metavar="FILE",
               help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
                    "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
+@svg_option
 @json_option
 @batch_options
-def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, as_json, jsonl, lines):
+def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, svg, as_json, jsonl,
+              lines):
     """Continue TEXT, streaming tokens to stdout as they are sampled.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT starts from <|endoftext|>.
     With --context, TEXT is a question about the context (retrieval-augmented prompts).
     """
-    from .engine import Sampling
+    from ..engine import Sampling
 
-    batch = is_batch(text, jsonl, lines)
+    batch = is_batch(text, jsonl, lines, svg)
     if context == "-" and (jsonl == "-" if batch else text in (None, "-")):
         raise click.UsageError("--context - reads the context from stdin, so give the question as TEXT "
                                "(or the --jsonl input as a file)")
@@ -193,15 +203,28 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
                    stop=tuple(map(unescape, stop)))
     lm = load_model(model)
     if batch:
-        run_batch(jsonl, lines, lambda t, notice: generation_json(
-            model, finish(start_generation(lm, t, context, max_tokens, notice, **options)),
-            prompt_text(t, context) if echo else None))
+        run_batch(jsonl, lines, lambda t, notice: record(model, continued_data(
+            finish(start_generation(lm, t, context, max_tokens, notice, **options)),
+            prompt_text(t, context) if echo else None)))
         return
     generation = start_generation(lm, text, context, max_tokens, warn, **options)
-    prompt = prompt_text(text, context) if echo else ""
+    prompt = prompt_text(text, context)
+    echoed = prompt if echo else None
     if as_json:
-        emit_json(generation_json(model, finish(generation), prompt if echo else None))
-        return
+        emit_json(record(model, continued_data(finish(generation), echoed)))
+    else:
+        stream(generation, echoed or "")
+    if svg:  # the finished continuation, after its prompt (with or without --echo)
+        from ..render import save_svg
+        from ..views.continuation import continuation_view
+
+        with svg_errors(svg):
+            save_svg(partial(continuation_view, continued_data(generation, prompt)), svg, "llmx continue",
+                     current_width())
+
+
+def stream(generation, prompt: str):
+    """Write the prompt (with --echo) and each token as it is sampled; end with a line end."""
     out = sys.stdout
     out.write(prompt)
     for step in generation:
@@ -210,11 +233,12 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     if not (prompt + generation.text).endswith("\n"):
         out.write("\n")
     out.flush()
+    return generation
 
 
 def prompt_text(text: str, context: str | None) -> str:
     """The prompt as built from TEXT and the context (see engine.prompting), before any cut to fit the window."""
-    from .engine.prompting import SEPARATOR
+    from ..engine.prompting import SEPARATOR
 
     if context is None or not context.rstrip():
         return text
@@ -226,7 +250,7 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
     if context is None:
         ids = lm.prompt_ids(text)
     else:
-        from .engine import with_context
+        from ..engine import with_context
 
         prompt = with_context(lm.tokenizer, context, text, lm.config.n_ctx - max_tokens)
         if prompt.dropped:
@@ -244,65 +268,4 @@ def finish(generation):
     return generation
 
 
-def generation_json(model: str, generation, prompt: str | None = None) -> dict:
-    """The result of a continuation; with --echo its prompt too."""
-    echoed = {} if prompt is None else {"prompt": prompt}
-    return {"model": model, **echoed, "text": generation.text, "ids": generation.ids,
-            "finish_reason": generation.finish_reason}
-
-
-
-@click.group(invoke_without_command=True, epilog="""\b
-Examples:
-  llmx models                      # cached models and the short names
-  llmx models --json | jq -r '.cached[].id'
-  llmx models show gpt2            # architecture, size, quantization, context
-  llmx -m gpt2 models show         # the model of -m or LLMX_MODEL
-  llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf
-""")
-@json_option
-@click.pass_context
-def models(ctx, as_json):
-    """List the models in the Hugging Face cache (with their size on disk) and the short names llmx knows."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from .engine.hub import SHORT_NAMES, cached_models
-
-    cached = cached_models()
-    if as_json:
-        emit_json({"cached": [{"id": m.repo_id, "size_on_disk": m.size_on_disk, "path": str(m.snapshot)}
-                              for m in cached],
-                   "short_names": SHORT_NAMES})
-    else:
-        from .render import print_models
-
-        print_models(cached, SHORT_NAMES)
-
-
-@models.command("show", epilog="""\b
-Examples:
-  llmx models show gpt2
-  llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf --json
-""")
-@click.argument("model", required=False)
-@json_option
-@click.pass_context
-def models_show(ctx, model, as_json):
-    """Describe MODEL (a Hub id, directory or .gguf file): architecture, parameters, quantization, context.
-
-    Without MODEL: the model of `llmx -m MODEL models show`, else LLMX_MODEL, else the default.
-    """
-    from .engine.describe import describe
-    from .engine.hub import locate
-
-    model = resolve_model(ctx, None, model)
-    info = {"model": model, **describe(locate(model))}
-    if as_json:
-        emit_json(info)
-    else:
-        from .render import print_description
-
-        print_description(info)
-
-
-COMMANDS = [tokenize, predict, continue_, models]
+COMMANDS = [tokenize, predict, continue_]

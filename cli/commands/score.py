@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
-from .batch import batch_options, is_batch, run_batch
-from .core import emit_json
-from .inputs import json_option, load_model, model_option, read_text, warn
+from ..batch import batch_options, is_batch, run_batch
+from ..data import record, scores_data
+from ..inputs import load_model, read_text
+from ..notices import warn
+from ..options import json_option, model_option, svg_option
+from .common import output
 
 
 @click.command(epilog="""\b
@@ -15,6 +18,7 @@ Examples:
   llmx score --bos --json "The capital of France is Paris." | jq .perplexity
   cat essay.txt | llmx score --stride 512 --json | jq .bits_per_byte
   llmx score --jsonl --lines < sentences.txt > scores.jsonl
+  llmx score "The capital of France is Paris." --svg surprisal.svg
 """)
 @click.argument("text", required=False)
 @model_option
@@ -24,36 +28,27 @@ Examples:
 @click.option("--stride", type=click.IntRange(min=1), metavar="N",
               help="For a text longer than the context: score it in sliding windows that each score N new "
                    "tokens (default: half the context).")
+@svg_option
 @json_option
 @batch_options
-def score(text, model, bos, stride, as_json, jsonl, lines):
+def score(text, model, bos, stride, svg, as_json, jsonl, lines):
     """Show how surprising each token of TEXT is to the model: its log-probability (natural log)
     and surprisal in bits; then the mean negative log-likelihood (nats/token), the perplexity
     and the bits per byte (over the UTF-8 bytes of the scored tokens).
 
     TEXT is read from stdin when it is '-' or absent.
     """
-    if is_batch(text, jsonl, lines):
+    from ..views.score import score_view
+
+    if is_batch(text, jsonl, lines, svg):
         lm = load_model(model)
-        run_batch(jsonl, lines, lambda t, notice: score_json(score_text(lm, t, bos, stride, notice), model))
+        run_batch(jsonl, lines, lambda t, notice: record(model, score_text(lm, t, bos, stride, notice)))
         return
     text = read_text(text)
     lm = load_model(model)
-    result = score_text(lm, text, bos, stride, warn)
-    if as_json:
-        emit_json(score_json(result, model))
-    else:
-        from .render import print_score
-
-        print_score(result)
+    output(model, score_text(lm, text, bos, stride, warn), score_view, as_json, svg, "llmx score")
 
 
 def score_text(lm, text: str, bos: bool, stride: int | None, notice):
-    return lm.score(lm.tokenizer.encode(text), bos=bos, stride=stride, on_notice=notice)
-
-
-def score_json(result, model: str) -> dict:
-    return {"model": model,
-            "tokens": [{"id": t.id, "text": t.text, "logprob": t.logprob, "bits": t.bits} for t in result.tokens],
-            "scored_tokens": len(result.scored), "bytes": result.n_bytes, "mean_nll": result.mean_nll,
-            "perplexity": result.perplexity, "bits_per_byte": result.bits_per_byte, "windows": result.windows}
+    """The `data.Scores` of TEXT."""
+    return scores_data(lm.score(lm.tokenizer.encode(text), bos=bos, stride=stride, on_notice=notice))
