@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import check_token_ids, read_json
 from .errors import CheckpointError, InputError, TokenizerError
+from .formats.checks import check_token_ids
+from .formats.hf import read_json
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -142,13 +143,18 @@ def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, i
                      dropped_ids=dropped)
 
 
-def gguf_tokenizer(meta: dict, n_vocab: int, where: str) -> Tokenizer:
-    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it)."""
+def gguf_tokenizer(meta: dict, n_vocab: int, where: str, default_pre: str | None) -> Tokenizer:
+    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it).
+
+    default_pre: the pre-tokenizer when the file names none (the architecture's own), or None to refuse."""
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
         raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs only byte-level BPE "
                              "tokenizers ('gpt2'): pick a model with a GPT-2/Llama 3 style tokenizer")
-    pre = meta.get("tokenizer.ggml.pre", "gpt-2")
+    pre = meta.get("tokenizer.ggml.pre", default_pre)
+    if pre is None:
+        raise TokenizerError(f"{where} has no tokenizer.ggml.pre, so how to split text into words is unknown: "
+                             f"convert it again with a recent llama.cpp (llmx knows {', '.join(PRE_PATTERNS)})")
     if not isinstance(pre, str) or pre not in PRE_PATTERNS:
         raise TokenizerError(f"{where}: pre-tokenizer {pre!r:.60} (tokenizer.ggml.pre) is not supported; "
                              f"llmx knows {', '.join(PRE_PATTERNS)}")
