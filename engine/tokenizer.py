@@ -20,9 +20,12 @@ SMOLLM_PATTERN = r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(
 # Llama 3's (OpenAI's cl100k): contractions in any case, numbers in groups of up to three, newlines apart.
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                   r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Qwen2's: Llama 3's, but every digit alone.
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 # llama.cpp's names for pre-tokenizers (GGUF `tokenizer.ggml.pre`).
 PRE_PATTERNS = {"gpt-2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN, "llama-bpe": LLAMA3_PATTERN,
-                "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN}
+                "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN, "qwen2": QWEN2_PATTERN}
 GPT2_EOT = "<|endoftext|>"
 # GGUF token types (llama.cpp's llama_token_type) that are whole tokens rather than byte-level pieces.
 GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4

@@ -320,7 +320,7 @@ def test_unsupported_architecture(tmp_path):
     for call in (load, load_tokenizer):
         with pytest.raises(CheckpointError) as error:
             call(str(path))
-        assert_one_line(error, "phi.gguf", "architecture 'phi3' is not supported", "gpt2 and llama")
+        assert_one_line(error, "phi.gguf", "architecture 'phi3' is not supported", "gpt2, llama and qwen2")
 
 
 def test_a_llama_gguf_without_a_pre_tokenizer_is_refused_not_split_like_gpt2(tmp_path, tiny_llama, gpt2_vocab):

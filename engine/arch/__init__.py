@@ -25,11 +25,12 @@ from types import ModuleType
 from ..errors import CheckpointError
 from ..formats.checks import check_token_ids, short
 from ..model import Config
-from . import gpt2, llama
+from . import gpt2, llama, qwen2
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "gpt2": gpt2,
     "llama": llama,
+    "qwen2": qwen2,
 }
 
 
@@ -66,12 +67,12 @@ def config_from_hf(hf, where: str) -> tuple[ModuleType, Config]:
 
 
 def supported() -> str:
-    """"gpt2 and llama"."""
+    """"gpt2, llama and qwen2"."""
     return _listing(list(ARCHITECTURES), "and")
 
 
 def titles() -> str:
-    """"GPT-2 or Llama"."""
+    """"GPT-2, Llama or Qwen2"."""
     return _listing([arch.TITLE for arch in ARCHITECTURES.values()], "or")
 
 
