@@ -8,7 +8,7 @@ import pytest
 
 import float64
 from conftest import write_tokenizer_json
-from llmx.engine import CheckpointError, Sampling, load
+from llmx.engine import Sampling, load
 from llmx.engine.describe import describe
 from test_gguf import gpt2_tokenizer_metadata, write_gguf
 from test_hostile_files import hf_variant, one_line_error
