@@ -10,9 +10,11 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from .checkpoint import config_from_hf, read_config_json, safetensors_files
-from .gguf_loader import read_gguf_header
-from .safetensors_mmap import read_header
+from .arch import config_from_hf
+from .formats.gguf import read_gguf_header
+from .formats.hf import read_config_json, safetensors_files
+from .formats.safetensors import read_header
+
 
 def describe(path) -> dict:
     """architecture, parameters, quantization, context_length, n_layer, n_embd, n_head, n_kv_head,
@@ -22,7 +24,7 @@ def describe(path) -> dict:
 
 
 def describe_hf_directory(directory: Path) -> dict:
-    cfg = config_from_hf(read_config_json(directory), str(directory / "config.json"))
+    _, cfg = config_from_hf(read_config_json(directory), str(directory / "config.json"))
     files = safetensors_files(directory)
     counts: Counter[str] = Counter()  # parameters per dtype
     for path in files:

@@ -24,8 +24,6 @@ SHORT_NAMES = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-TOKENIZER_FILES = {"gpt2": ["vocab.json", "merges.txt"], "llama": ["tokenizer.json", "tokenizer_config.json"]}
-OPTIONAL_FILES = {"tokenizer_config.json"}
 PROBE_TIMEOUT = 5  # seconds to wait for the Hub's answer before calling it unreachable
 OFFLINE_HINT = ("Offline, llmx loads a local model folder, a .gguf file, or a model already in the cache "
                 "(set HF_HUB_OFFLINE=1 to skip the network)")
@@ -57,9 +55,13 @@ def download(repo: str) -> Path:
     """The snapshot folder of `repo` with config, weights and tokenizer files, fetching only what is missing.
 
     config.json decides the commit; every other file is taken from that same commit, so a repo that
-    changes between two runs never leaves a snapshot with files from two versions. (A snapshot's files
-    are links into blobs/: a damaged file is fixed by deleting the blob, hence the `resolve()`s below.)
+    changes between two runs never leaves a snapshot with files from two versions. It also names the
+    architecture, which is checked before any weight is fetched; the architecture's module names the
+    tokenizer files. (A snapshot's files are links into blobs/: a damaged file is fixed by deleting the
+    blob, hence the `resolve()`s below.)
     """
+    from .arch import for_model_type
+
     config = fetch(repo, "config.json")
     commit = config.parent.name  # snapshots/{commit}/config.json
     try:
@@ -67,9 +69,12 @@ def download(repo: str) -> Path:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise CheckpointError(f"config.json of {repo} is not a JSON object: delete {config.resolve()} and try again") \
             from None
+    arch = for_model_type(model_type, f"config.json of {repo}")
     fetch_weights(repo, commit)
-    for filename in TOKENIZER_FILES.get(model_type, TOKENIZER_FILES["gpt2"]):
-        fetch(repo, filename, commit, optional=filename in OPTIONAL_FILES)
+    for filename in arch.TOKENIZER_FILES:
+        fetch(repo, filename, commit)
+    for filename in arch.OPTIONAL_TOKENIZER_FILES:
+        fetch(repo, filename, commit, optional=True)
     return config.parent
 
 
@@ -82,7 +87,7 @@ def fetch_weights(repo: str, commit: str) -> None:
         if has_pickle_weights(repo, commit):
             raise CheckpointError(f"{repo} has only pickle weights (pytorch_model.bin); llmx loads only "
                                   "safetensors, never pickle files: pick a repo with model.safetensors")
-        raise CheckpointError(f"{repo} has no model.safetensors: is it a GPT-2 or Llama model repo?")
+        raise CheckpointError(f"{repo} has no model.safetensors: is it a {titles()} model repo?")
     try:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
@@ -161,7 +166,14 @@ def unreachable(repo: str, reason: str) -> ModelNotFoundError:
 def missing(repo: str, filename: str, optional: bool) -> None:
     if optional:
         return None
-    raise CheckpointError(f"{repo} on the Hub has no {filename}: is it a GPT-2 or Llama model repo?")
+    raise CheckpointError(f"{repo} on the Hub has no {filename}: is it a {titles()} model repo?")
+
+
+def titles() -> str:
+    """The architectures llmx runs, for messages: "GPT-2, Llama or Qwen2"."""
+    from .arch import titles
+
+    return titles()
 
 
 def has_pickle_weights(repo: str, revision: str) -> bool:
@@ -190,11 +202,13 @@ class CachedModel:
             model_type = json.loads((self.snapshot / "config.json").read_text()).get("model_type")
         except (OSError, ValueError, AttributeError, RecursionError):
             return False
-        if model_type not in TOKENIZER_FILES:
+        from .arch import find_model_type
+
+        arch = find_model_type(model_type)
+        if arch is None:
             return False
         weights = any((self.snapshot / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
-        return weights and all((self.snapshot / name).is_file()
-                               for name in TOKENIZER_FILES[model_type] if name not in OPTIONAL_FILES)
+        return weights and all((self.snapshot / name).is_file() for name in arch.TOKENIZER_FILES)
 
 
 def cached_models(cache_dir: str | Path | None = None) -> list[CachedModel]:

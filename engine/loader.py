@@ -1,29 +1,34 @@
-"""load(name): from a Hub id, a local directory or a .gguf file to a ready `LanguageModel`."""
+"""load(name): from a Hub id, a local directory or a .gguf file to a ready `LanguageModel`.
+
+A file format (engine/formats/) gives named tensors; the architecture's module (engine/arch/) turns
+them and the configuration into the engine's `Config` and `Weights`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
-from .checkpoint import config_from_hf, load_hf_directory, read_config_json, safetensors_files
+from .arch import config_from_hf, for_gguf
+from .arch.common import TensorSource, check_block_count
+from .formats import gguf
+from .formats.hf import read_config_json, read_tensors, safetensors_files
 from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
+from .model import Config, Weights
 from .packed import packed
-from .tokenizer import Tokenizer, gguf_tokenizer, gpt2_tokenizer
+from .tokenizer import Tokenizer, gguf_tokenizer
 
 
 def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None) -> LanguageModel:
     """The model `name`; `on_notice` hears what a person may want to know (a download, a one-time packing)."""
     path = locate(name)
     if path.is_file():
-        from .gguf_loader import load_gguf
-
         config, weights, tokenizer = load_gguf(path)
     else:
-        config, weights = load_hf_directory(path)
-        tokenizer = hf_tokenizer(path, config)  # checked before anything is written to the cache
-        if config.arch == "gpt2":
-            weights = packed(weights, safetensors_files(path), on_notice)
+        config, weights, tokenizer = load_hf_directory(path)  # the tokenizer is checked before the pack is written
+        weights = packed(weights, safetensors_files(path), on_notice)  # a no-op when every matrix is [out, in]
     return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
 
 
@@ -31,16 +36,34 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
     """Only the tokenizer of model `name`: no weights are read (a GGUF file's header is enough)."""
     path = locate(name)
     if path.is_file():
-        from .gguf_loader import TOKENIZER_ARRAYS, gguf_vocab_size, read_gguf_header
+        header = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS)
+        arch = for_gguf(header.meta.get("general.architecture"), path.name)
+        return gguf_tokenizer(header.meta, gguf.gguf_vocab_size(header), path.name, arch.GGUF_PRE_TOKENIZER)
+    arch, config = hf_config(path)
+    return arch.tokenizer(path, config.n_vocab)
 
-        header = read_gguf_header(path, arrays=TOKENIZER_ARRAYS)
-        return gguf_tokenizer(header.meta, gguf_vocab_size(header), path.name)
-    return hf_tokenizer(path, config_from_hf(read_config_json(path), str(path / "config.json")))
+
+def hf_config(directory: Path) -> tuple[ModuleType, Config]:
+    return config_from_hf(read_config_json(directory), str(directory / "config.json"))
 
 
-def hf_tokenizer(path: Path, config) -> Tokenizer:
-    if config.arch == "gpt2" or not (path / "tokenizer.json").is_file():
-        return gpt2_tokenizer(path, config.n_vocab)
-    from .tokenizer import tokenizer_json_tokenizer
+def load_hf_directory(directory: Path) -> tuple[Config, Weights, Tokenizer]:
+    """config.json, model.safetensors (or its shards) and the tokenizer files of a Hugging Face model folder."""
+    arch, cfg = hf_config(directory)
+    tensors, origin = read_tensors(directory)
+    check_block_count(tensors, arch.HF_BLOCK, cfg.n_layer, f"config.json's {arch.HF_KEYS['n_layer']}", origin)
+    weights = arch.weights_from_hf(TensorSource(tensors, origin, arch.TITLE), cfg)
+    return cfg, weights, arch.tokenizer(directory, cfg.n_vocab)
 
-    return tokenizer_json_tokenizer(path, config.n_vocab)
+
+def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
+    """A .gguf file: its header checked whole before any tensor is dequantized (to float32, once)."""
+    header = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS)
+    arch = for_gguf(header.meta.get("general.architecture"), path.name)
+    cfg = arch.config_from_gguf(header, path.name)
+    check_block_count([t.name for t in header.tensors], gguf.BLOCK, cfg.n_layer,
+                      f"{header.meta['general.architecture']}.block_count", path.name)
+    gguf.check_tensor_layout(header, path)
+    tokenizer = gguf_tokenizer(header.meta, cfg.n_vocab, path.name, arch.GGUF_PRE_TOKENIZER)  # before the weights
+    weights = arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name, arch.TITLE), cfg)
+    return cfg, weights, tokenizer

@@ -25,7 +25,7 @@ from .nn import apply_rope, gelu_new, layer_norm, rms_norm, rope_tables, silu, s
 
 @dataclass(frozen=True)
 class Config:
-    arch: str  # the architecture's name ("gpt2", "llama"), for people: the engine never branches on it
+    arch: str  # the architecture's registry name (engine/arch/: "gpt2", "llama", "qwen2"), for people only
     n_vocab: int  # rows of the embedding matrix (vocab_size)
     n_ctx: int  # longest sequence the model was trained on (n_positions / max_position_embeddings)
     n_embd: int  # width of the residual stream (hidden_size)
@@ -39,6 +39,8 @@ class Config:
     mlp: str  # "gelu" (one matrix in, GELU) or "swiglu" (gate and up matrices, SiLU(gate) * up)
     d_head: int  # width of one attention head (n_embd // n_head in GPT-2 and Llama)
     rope_theta: float | None = None  # base of the rotary frequencies; None with learned positions
+    qkv_bias: bool = False  # whether w_qkv has a bias (GPT-2 and Qwen2: yes; Llama: no)
+    tied: bool = False  # whether unembed is embed (GPT-2, and many small models); else a matrix of its own
 
 
 def short_repr(weights) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import CheckpointError
 from .model import Block, Weights
-from .safetensors_mmap import read_header, read_metadata, read_safetensors
+from .formats.safetensors import read_header, read_metadata, read_safetensors
 
 MATRICES = ("w_qkv", "w_o", "w_in", "w_out")
 LAYOUT = 2  # part of a pack's name: bumped when the names or layout of what a pack holds change

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import check_token_ids, read_json
 from .errors import CheckpointError, InputError, TokenizerError
+from .formats.checks import check_token_ids
+from .formats.hf import read_json
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each with an optional leading space.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -19,9 +20,12 @@ SMOLLM_PATTERN = r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(
 # Llama 3's (OpenAI's cl100k): contractions in any case, numbers in groups of up to three, newlines apart.
 LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                   r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Qwen2's: Llama 3's, but every digit alone.
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 # llama.cpp's names for pre-tokenizers (GGUF `tokenizer.ggml.pre`).
 PRE_PATTERNS = {"gpt-2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN, "llama-bpe": LLAMA3_PATTERN,
-                "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN}
+                "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN, "qwen2": QWEN2_PATTERN}
 GPT2_EOT = "<|endoftext|>"
 # GGUF token types (llama.cpp's llama_token_type) that are whole tokens rather than byte-level pieces.
 GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
@@ -142,13 +146,18 @@ def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, i
                      dropped_ids=dropped)
 
 
-def gguf_tokenizer(meta: dict, n_vocab: int, where: str) -> Tokenizer:
-    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it)."""
+def gguf_tokenizer(meta: dict, n_vocab: int, where: str, default_pre: str | None) -> Tokenizer:
+    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it).
+
+    default_pre: the pre-tokenizer when the file names none (the architecture's own), or None to refuse."""
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
         raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs only byte-level BPE "
                              "tokenizers ('gpt2'): pick a model with a GPT-2/Llama 3 style tokenizer")
-    pre = meta.get("tokenizer.ggml.pre", "gpt-2")
+    pre = meta.get("tokenizer.ggml.pre", default_pre)
+    if pre is None:
+        raise TokenizerError(f"{where} has no tokenizer.ggml.pre, so how to split text into words is unknown: "
+                             f"convert it again with a recent llama.cpp (llmx knows {', '.join(PRE_PATTERNS)})")
     if not isinstance(pre, str) or pre not in PRE_PATTERNS:
         raise TokenizerError(f"{where}: pre-tokenizer {pre!r:.60} (tokenizer.ggml.pre) is not supported; "
                              f"llmx knows {', '.join(PRE_PATTERNS)}")

@@ -12,7 +12,7 @@ import pytest
 import conftest
 import float64
 from conftest import GPT2_EOT
-from llmx.engine import CheckpointError, LlmxError, Sampling, TokenizerError, load
+from llmx.engine import CheckpointError, LlmxError, Sampling, TokenizerError, load, load_tokenizer
 from llmx.engine.describe import describe
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -149,14 +149,15 @@ def test_describe_smollm2(smollm_path):
 
 # Tiny GGUFs written here with gguf's GGUFWriter, the way llama.cpp's converter lays them out.
 
-def gpt2_tokenizer_metadata(vocab_dir, pre: str = "gpt-2") -> dict:
+def gpt2_tokenizer_metadata(vocab_dir, pre: str | None = "gpt-2") -> dict:
     vocab = json.loads((vocab_dir / "vocab.json").read_text(encoding="utf-8"))
     merges = [line for line in (vocab_dir / "merges.txt").read_text(encoding="utf-8").split("\n")
               if line and not line.startswith("#version")]
     tokens = sorted(vocab, key=vocab.get)
-    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
             "tokenizer.ggml.merges": merges, "tokenizer.ggml.token_type": [3 if t == GPT2_EOT else 1 for t in tokens],
             "tokenizer.ggml.bos_token_id": vocab[GPT2_EOT], "tokenizer.ggml.eos_token_id": vocab[GPT2_EOT]}
+    return {key: value for key, value in meta.items() if value is not None}  # pre=None: the file names none
 
 
 def write_gguf(path, arch: str, meta: dict, tensors: dict, types: dict | None = None):
@@ -314,11 +315,22 @@ def test_not_a_gguf_file(tmp_path):
 
 
 def test_unsupported_architecture(tmp_path):
-    path = write_gguf(tmp_path / "qwen.gguf", "qwen2", {"qwen2.block_count": 1},
+    path = write_gguf(tmp_path / "phi.gguf", "phi3", {"phi3.block_count": 1},
                       {"token_embd.weight": np.zeros((8, 4), np.float32)})
-    with pytest.raises(CheckpointError) as error:
-        load(str(path))
-    assert_one_line(error, "'qwen2'", "llama")
+    for call in (load, load_tokenizer):
+        with pytest.raises(CheckpointError) as error:
+            call(str(path))
+        assert_one_line(error, "phi.gguf", "architecture 'phi3' is not supported", "gpt2, llama and qwen2")
+
+
+def test_a_llama_gguf_without_a_pre_tokenizer_is_refused_not_split_like_gpt2(tmp_path, tiny_llama, gpt2_vocab):
+    """GPT-2's split is GPT-2's: a Llama-family file that names no pre-tokenizer cannot be tokenized right."""
+    path = write_gguf(tmp_path / "tiny.gguf", "llama", {**LLAMA_META, **gpt2_tokenizer_metadata(gpt2_vocab, pre=None)},
+                      llama_gguf_tensors(tiny_llama))
+    for call in (load, load_tokenizer):
+        with pytest.raises(TokenizerError) as error:
+            call(str(path))
+        assert_one_line(error, "tiny.gguf has no tokenizer.ggml.pre", "llama-bpe")
 
 
 def test_unknown_pre_tokenizer(tmp_path, tiny_llama, gpt2_vocab):
@@ -360,7 +372,7 @@ def test_header_reading_agrees_with_ggufs_own_reader(smollm_path):
     """llmx reads GGUF headers with struct (GGUFReader takes seconds on a 49k vocabulary); the two must agree."""
     from gguf import GGUFReader
 
-    from llmx.engine.gguf_loader import read_gguf_header
+    from llmx.engine.formats.gguf import read_gguf_header
 
     ours, theirs = read_gguf_header(smollm_path), GGUFReader(smollm_path)
     assert set(ours.meta) == set(theirs.fields) - {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}

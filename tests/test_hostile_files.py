@@ -11,10 +11,10 @@ import pytest
 
 from conftest import write_tiny_llama
 from llmx.engine import CheckpointError, LlmxError, load, load_tokenizer
-from llmx.engine.gguf_loader import read_gguf_header
+from llmx.engine.formats.gguf import read_gguf_header
 from llmx.engine.hub import cached_models
 from llmx.engine.packed import cache_dir
-from llmx.engine.safetensors_mmap import read_safetensors
+from llmx.engine.formats.safetensors import read_safetensors
 from test_cli import run
 from test_gguf import LLAMA_META, gpt2_tokenizer_metadata, llama_gguf_tensors, write_gguf
 
@@ -296,7 +296,7 @@ def test_gguf_tensor_offsets_are_checked(tmp_path, llama_tensors, tokenizer_meta
 
 
 def test_only_the_tokenizers_metadata_arrays_are_built(tmp_path, llama_tensors, tokenizer_meta):
-    from llmx.engine.gguf_loader import TOKENIZER_ARRAYS
+    from llmx.engine.formats.gguf import TOKENIZER_ARRAYS
 
     path = llama_gguf(tmp_path / "tiny.gguf", llama_tensors, tokenizer_meta,
                       **{"general.junk": list(range(100_000)), "general.junk_strings": ["x"] * 1000})

@@ -217,3 +217,23 @@ def test_the_cli_downloads_once_then_lists_the_cached_model(hub_server, tmp_path
     assert listing["cached"][0]["size_on_disk"] > 1_000_000 and listing["short_names"]["gpt2"] == "openai-community/gpt2"
     table = run_cli(["models"], tmp_path / "hf", hub_server.url).stdout
     assert "openai-community/gpt2" in table.splitlines()[2] and "MB" in table
+
+
+def test_an_unsupported_architecture_is_refused_before_any_weight_is_fetched(hub_server, tiny_gpt2, tmp_path):
+    folder = shutil.copytree(tiny_gpt2, tmp_path / "bert")  # weights and tokenizer files all there to fetch
+    (folder / "config.json").write_text('{"model_type": "bert", "vocab_size": 30522}')
+    hub_server.add_repo("someone/bert", folder)
+    status, out, err, message = run_load("someone/bert", tmp_path / "hf", hub_server.url)
+    assert status == 1, err
+    assert message == ("CheckpointError: config.json of someone/bert: model_type 'bert' is not supported "
+                       "(llmx runs gpt2, llama and qwen2): pick a GPT-2, Llama or Qwen2 model")
+    assert hub_server.files_got() == ["config.json"]
+    assert all("model.safetensors" not in line for line in hub_server.requests)  # not even asked about
+
+
+def test_a_llama_repo_fetches_its_architectures_tokenizer_files(hub_server, tiny_llama, tmp_path):
+    hub_server.add_repo("someone/llama", tiny_llama)
+    status, out, err, message = run_load("someone/llama", tmp_path / "hf", hub_server.url)
+    assert status == 0, err
+    assert sorted(hub_server.files_got()) == ["config.json", "model.safetensors", "tokenizer.json",
+                                              "tokenizer_config.json"]

@@ -47,7 +47,7 @@ def test_config_reads_grouped_query_attention(tiny_llama):
 
 
 def test_tied_and_untied_unembedding(tiny_llama):
-    from llmx.engine.safetensors_mmap import read_header
+    from llmx.engine.formats.safetensors import read_header
 
     tied = "untied" not in tiny_llama.name
     assert ("lm_head.weight" in read_header(tiny_llama / "model.safetensors")[0]) == (not tied)

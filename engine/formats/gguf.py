@@ -1,60 +1,33 @@
-"""Load a .gguf file (llama.cpp's format): configuration, weights dequantized to float32 once, and tokenizer.
+"""llama.cpp's .gguf files: header, tensor layout and dequantization, with no architecture knowledge.
 
 The format: "GGUF", version, counts, then metadata (typed key-values, the vocabulary among them), then
 tensor descriptions (name, dimensions innermost first, GGML type, offset), then aligned tensor data.
 The header is read here with `struct` (gguf's GGUFReader builds a NumPy array per vocabulary string,
 6-16 s for SmolLM2's 49k tokens); the data is memory-mapped and dequantized by `gguf.quants`.
-
-GGUF names tensors its own way (`blk.3.attn_q.weight`); they are renamed to Hugging Face's names here
-and then built by the same functions as a safetensors checkpoint (`checkpoint.llama_weights`,
-`checkpoint.gpt2_weights`). GGUF matrices are [out, in] like Hugging Face's Llama tensors.
+Tensors keep their GGUF names (`blk.3.attn_q.weight`); engine/arch/ maps them onto the engine's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import mmap
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import (ARCH_FLAGS, MAX_CONTEXT, MAX_COUNT, TensorSource, check_block_count, check_config, count, gpt2_weights,
-                         llama_weights, positive_float, short)
-from .errors import CheckpointError
-from .model import Config, Weights
-from .tokenizer import Tokenizer, gguf_tokenizer
+from ..errors import CheckpointError
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 # The metadata arrays llmx uses (the tokenizer's); a header is read with only these built as lists.
 TOKENIZER_ARRAYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
 MAX_DIMS = 4  # GGML_MAX_DIMS
-ARCHITECTURES = ("llama", "gpt2")
+BLOCK = r"blk\.(\d+)\."  # captures the block number of a tensor name (llama.cpp names every block so)
 
 # GGUF metadata value types: struct format of each scalar; 8 is a string, 9 an array.
 GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 GGUF_STRING, GGUF_ARRAY = 8, 9
-
-# GGUF tensor name -> Hugging Face name; `{i}` is the block number.
-LLAMA_NAMES = {
-    "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
-    "blk.{i}.attn_norm": "model.layers.{i}.input_layernorm", "blk.{i}.attn_q": "model.layers.{i}.self_attn.q_proj",
-    "blk.{i}.attn_k": "model.layers.{i}.self_attn.k_proj", "blk.{i}.attn_v": "model.layers.{i}.self_attn.v_proj",
-    "blk.{i}.attn_output": "model.layers.{i}.self_attn.o_proj",
-    "blk.{i}.ffn_norm": "model.layers.{i}.post_attention_layernorm",
-    "blk.{i}.ffn_gate": "model.layers.{i}.mlp.gate_proj", "blk.{i}.ffn_up": "model.layers.{i}.mlp.up_proj",
-    "blk.{i}.ffn_down": "model.layers.{i}.mlp.down_proj",
-}
-GPT2_NAMES = {
-    "token_embd": "wte", "position_embd": "wpe", "output_norm": "ln_f", "output": "lm_head",
-    "blk.{i}.attn_norm": "h.{i}.ln_1", "blk.{i}.attn_qkv": "h.{i}.attn.c_attn", "blk.{i}.attn_output": "h.{i}.attn.c_proj",
-    "blk.{i}.ffn_norm": "h.{i}.ln_2", "blk.{i}.ffn_up": "h.{i}.mlp.c_fc", "blk.{i}.ffn_down": "h.{i}.mlp.c_proj",
-}
-# GPT-2's Hugging Face checkpoints store these as Conv1D [in, out]; llama.cpp's converter transposed them.
-GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 @dataclass(frozen=True)
@@ -71,22 +44,6 @@ class GGUFHeader:
     tensors: list[TensorInfo]
     data_start: int  # file offset of the (aligned) data section
     alignment: int = 32  # of every tensor's offset (general.alignment)
-
-
-def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
-    path = Path(path)
-    header = read_gguf_header(path, arrays=TOKENIZER_ARRAYS)
-    cfg = config_from_gguf(header.meta, gguf_vocab_size(header), path.name)
-    check_block_count([t.name for t in header.tensors], r"blk\.(\d+)\.", cfg.n_layer, f"{cfg.arch}.block_count",
-                      path.name)
-    check_tensor_layout(header, path)
-    tokenizer = gguf_tokenizer(header.meta, cfg.n_vocab, path.name)  # checked before the weights are read
-    memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))  # plain ndarray: memmap views are slow to slice
-    tensors = {hf_name(t.name, cfg.arch): dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
-    src = TensorSource(tensors, f"{path.name} (GGUF names mapped to Hugging Face's)",
-                       "Llama" if cfg.arch == "llama" else "GPT-2")
-    weights = llama_from_gguf(src, cfg) if cfg.arch == "llama" else gpt2_from_gguf(src, cfg)
-    return cfg, weights, tokenizer
 
 
 def gguf_vocab_size(header: GGUFHeader) -> int:
@@ -201,38 +158,6 @@ class _Cursor:
         return [self.value(item) for _ in range(count)]
 
 
-# Config field -> the GGUF metadata key it comes from ({arch} is general.architecture).
-GGUF_KEYS = dict(n_vocab="token_embd.weight rows", n_ctx="{arch}.context_length", n_embd="{arch}.embedding_length",
-                 n_layer="{arch}.block_count", n_head="{arch}.attention.head_count",
-                 n_kv_head="{arch}.attention.head_count_kv", n_ff="{arch}.feed_forward_length")
-
-
-def config_from_gguf(meta: dict, n_vocab: int, where: str) -> Config:
-    """Our Config from the `{arch}.*` metadata that llama.cpp's converter writes, every value checked."""
-    arch = meta.get("general.architecture")
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(f"{where}: architecture {short(arch)} is not supported (llmx runs "
-                              f"{' and '.join(ARCHITECTURES)} GGUF files)")
-    keys = {field: key.format(arch=arch) for field, key in GGUF_KEYS.items()}
-    values = {**meta, keys["n_vocab"]: n_vocab}
-    n_head = count(values, keys["n_head"], where)
-    common = {field: count(values, keys[field], where, limit=MAX_CONTEXT if field == "n_ctx" else MAX_COUNT)
-              for field in ("n_vocab", "n_ctx", "n_embd", "n_layer", "n_ff")}
-    if arch == "gpt2":
-        cfg = Config(arch=arch, **ARCH_FLAGS[arch], d_head=common["n_embd"] // n_head, **common, n_head=n_head,
-                     n_kv_head=n_head,
-                     norm_eps=positive_float(meta, "gpt2.attention.layer_norm_epsilon", where, default=1e-5))
-    else:
-        cfg = Config(arch=arch, **ARCH_FLAGS[arch], d_head=common["n_embd"] // n_head, **common, n_head=n_head,
-                     n_kv_head=count(values, keys["n_kv_head"], where, default=n_head),
-                     norm_eps=positive_float(meta, "llama.attention.layer_norm_rms_epsilon", where, default=1e-5),
-                     rope_theta=positive_float(meta, "llama.rope.freq_base", where, default=10000.0))
-    check_config(cfg, keys, where)
-    if arch == "llama":
-        check_llama_rope(meta, cfg.d_head, where)
-    return cfg
-
-
 def check_tensor_layout(header: GGUFHeader, path: Path) -> None:
     """Every tensor's bytes inside the file, aligned, and shared with no other tensor (both checked before
     anything is dequantized: a damaged offset would otherwise give NaN or another tensor's values)."""
@@ -262,26 +187,10 @@ def tensor_bytes(tensor: TensorInfo, path: Path) -> int:
     return math.prod(tensor.shape) // block * block_bytes
 
 
-def check_llama_rope(meta: dict, d_head: int, where: str) -> None:
-    """The engine rotates whole heads with plain RoPE: no partial rotation, no scaling."""
-    for key in ("llama.rope.dimension_count", "llama.attention.key_length"):
-        if meta.get(key, d_head) != d_head:
-            raise CheckpointError(f"{where}: {key} = {meta[key]} differs from the head size {d_head}, "
-                                  "which llmx does not support")
-    scaling = meta.get("llama.rope.scaling.type", "none")
-    if scaling != "none":
-        raise CheckpointError(f"{where}: RoPE scaling {scaling!r} is not supported yet")
-
-
-def hf_name(gguf_name: str, arch: str) -> str:
-    """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`; unknown names stay as they are."""
-    stem, _, kind = gguf_name.rpartition(".")
-    block = re.fullmatch(r"blk\.(\d+)\.(\w+)", stem)
-    key = f"blk.{{i}}.{block[2]}" if block else stem
-    names = LLAMA_NAMES if arch == "llama" else GPT2_NAMES
-    if key not in names:
-        return gguf_name
-    return names[key].format(i=block[1] if block else "") + "." + kind
+def read_tensors(path: Path, header: GGUFHeader) -> dict[str, np.ndarray]:
+    """Every tensor of the file, by its GGUF name, dequantized to float32 once (after check_tensor_layout)."""
+    memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))  # plain ndarray: memmap views are slow to slice
+    return {t.name: dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
 
 
 def dequantize_tensor(memory: np.ndarray, data_start: int, tensor: TensorInfo, path: Path) -> np.ndarray:
@@ -304,36 +213,3 @@ def dequantize_tensor(memory: np.ndarray, data_start: int, tensor: TensorInfo, p
     # np.array copies: F32 tensors leave the memory map (GGUF aligns data to only 32 bytes).
     # One row of all the bytes: gguf dequantizes it in one go rather than 16 rows at a time.
     return np.array(dequantize(raw.reshape(1, -1), tensor.kind), dtype=np.float32).reshape(tensor.shape)
-
-
-def unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Undo llama.cpp's reordering of query/key rows for its interleaved RoPE.
-
-    Its converter makes the rotary pairs (i, i + d_head/2) of each head neighbours (rows 2i, 2i+1);
-    the engine's apply_rope uses Hugging Face's rotate-half layout, so the rows go back here.
-    w: [n_head * d_head, n_embd]
-    """
-    n_out = w.shape[0]
-    return w.reshape(n_head, n_out // n_head // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
-
-
-def llama_from_gguf(src: TensorSource, cfg: Config) -> Weights:
-    if "rope_freqs.weight" in src.tensors:
-        raise CheckpointError(f"{src.origin} has rope_freqs (Llama 3.1-style long-context RoPE), "
-                              "which llmx does not support yet")
-    for i in range(cfg.n_layer):
-        for name, heads in (("q_proj", cfg.n_head), ("k_proj", cfg.n_kv_head)):
-            key = f"model.layers.{i}.self_attn.{name}.weight"
-            if key in src.tensors:  # a missing one is reported by llama_weights
-                src.tensors[key] = unpermute_rope(src.tensors[key], heads)
-    return llama_weights(src, cfg)
-
-
-def gpt2_from_gguf(src: TensorSource, cfg: Config) -> Weights:
-    for name, tensor in src.tensors.items():
-        if name.endswith(GPT2_CONV1D):
-            src.tensors[name] = tensor.T  # a view as Conv1D's [in, out]; gpt2_weights views it back as [out, in]
-    weights = gpt2_weights(src, cfg)
-    if "lm_head.weight" not in src.tensors:  # tied: the unembedding is the token embedding
-        return weights
-    return dataclasses.replace(weights, unembed=src.take("lm_head.weight", (cfg.n_vocab, cfg.n_embd)))
