@@ -134,11 +134,7 @@ def predict(text, model, top, as_json, jsonl, lines):
 
 
 def predict_text(lm, text: str, top: int, notice):
-    ids = lm.prompt_ids(text)
-    if len(ids) > lm.config.n_ctx:
-        notice(f"the text has {len(ids)} tokens, more than the model's context of {lm.config.n_ctx}: "
-               f"predicting from the last {lm.config.n_ctx}")
-        ids = ids[-lm.config.n_ctx:]
+    ids = lm.fit(lm.prompt_ids(text), notice, doing="predicting from")  # the engine's context policy
     return ids, lm.predict(ids, top)
 
 
@@ -194,20 +190,20 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     lm = load_model(model)
     if batch:
         run_batch(jsonl, lines, lambda t, notice: generation_json(
-            model, finish(start_generation(lm, t, context, max_tokens, notice, **options)),
+            model, start_generation(lm, t, context, max_tokens, notice, **options).result(),
             prompt_text(t, context) if echo else None))
         return
     generation = start_generation(lm, text, context, max_tokens, warn, **options)
     prompt = prompt_text(text, context) if echo else ""
     if as_json:
-        emit_json(generation_json(model, finish(generation), prompt if echo else None))
+        emit_json(generation_json(model, generation.result(), prompt if echo else None))
         return
     out = sys.stdout
     out.write(prompt)
     for step in generation:
         out.write(step.text)
         out.flush()
-    if not (prompt + generation.text).endswith("\n"):
+    if not (prompt + generation.result().text).endswith("\n"):
         out.write("\n")
     out.flush()
 
@@ -238,17 +234,10 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
     return lm.generate(ids, max_tokens, on_notice=notice, **options)
 
 
-def finish(generation):
-    for _ in generation:
-        pass
-    return generation
-
-
-def generation_json(model: str, generation, prompt: str | None = None) -> dict:
-    """The result of a continuation; with --echo its prompt too."""
+def generation_json(model: str, result, prompt: str | None = None) -> dict:
+    """The `GenerationResult` of a continuation; with --echo its prompt too."""
     echoed = {} if prompt is None else {"prompt": prompt}
-    return {"model": model, **echoed, "text": generation.text, "ids": generation.ids,
-            "finish_reason": generation.finish_reason}
+    return {"model": model, **echoed, "text": result.text, "ids": result.ids, "finish_reason": result.finish_reason}
 
 
 
