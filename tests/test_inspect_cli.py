@@ -171,7 +171,6 @@ def test_svg_with_json_keeps_stdout_data(m, tmp_path):
     (["neighbors", "--id", "99999"], "token id 99999 is outside"),
     (["heads", "--seq-len", "40"], "sequence length 40 must be 2..31"),
     (["steer", TEXT, "--add", "a", "--sub", "b", "--layer", "5"], "layer 5 does not exist"),
-    (["explain", "word " * 70], "more than the model's context of 64"),
 ])
 def test_out_of_range_input_exits_1_with_one_line(m, args, message):
     r = run(*args[:1], *m, *args[1:])
