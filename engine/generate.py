@@ -73,6 +73,11 @@ class Generation:
                 pass
         return self._last
 
+    # Shorthands for result()'s fields, so `generation.finish_reason` after a loop over it keeps working.
+    text = property(lambda self: self.result().text)
+    ids = property(lambda self: self.result().ids)
+    finish_reason = property(lambda self: self.result().finish_reason)
+
 
 def request(model, prompt_ids: list[int], max_tokens: int, *, on_notice=lambda message: None,
             **options) -> GenerationRequest:
