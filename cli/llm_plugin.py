@@ -125,8 +125,9 @@ class LlmxModel(llm.Model):
         for step in generation:
             if step.text:
                 yield step.text
-        response.set_usage(input=len(generation.prompt_ids), output=len(generation.ids))
-        response.response_json = {"ids": generation.ids, "finish_reason": generation.finish_reason}
+        result = generation.result()  # of the run just streamed
+        response.set_usage(input=len(result.prompt_ids), output=len(result.ids))
+        response.response_json = {"ids": result.ids, "finish_reason": result.finish_reason}
 
 
 def notice(message: str) -> None:

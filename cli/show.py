@@ -109,27 +109,28 @@ def score(model, text: str, bos: bool = False, stride: int | None = None) -> Vie
 
 def lens(model, text: str, position: int | None = None, top: int | None = None) -> View:
     """`llmx lens TEXT`: the logit lens, every layer by every position (or the top-k at one position)."""
-    from .engine.inspect import logit_lens
+    from .engine.interp import logit_lens
     from .views.lens import lens_position_view, lens_view
 
     lm = model_of(model)
     top = top or (5 if position is not None else 1)
-    data = logit_lens(lm, lm.prompt_ids(text), top, None if position is None else [position])
+    data = logit_lens(lm, lm.prompt_ids(text), top, None if position is None else [position], on_notice=warn)
     return View(data, lens_view if position is None else lens_position_view, "llmx lens", name_of(model))
 
 
 def attention(model, text: str, layer: int, head: int | None = None) -> View:
     """`llmx attention TEXT --layer L [--head H]`: attention patterns of one block."""
-    from .engine.inspect import attention as run
+    from .engine.interp import attention as run
     from .views.attention import attention_view
 
     lm = model_of(model)
-    return View(run(lm, lm.prompt_ids(text), layer, head), attention_view, "llmx attention", name_of(model))
+    return View(run(lm, lm.prompt_ids(text), layer, head, on_notice=warn), attention_view, "llmx attention",
+                name_of(model))
 
 
 def heads(model, seq_len: int = 50, seed: int = 0, top: int = 10) -> View:
     """`llmx heads`: induction, previous-token and duplicate-token scores of every head, strongest first."""
-    from .engine.inspect import scan_heads
+    from .engine.interp import scan_heads
     from .views.attention import heads_view
 
     scan = scan_heads(model_of(model), seq_len, seed)
@@ -138,8 +139,8 @@ def heads(model, seq_len: int = 50, seed: int = 0, top: int = 10) -> View:
 
 def neighbors(model, token: str | int, top: int = 10, raw: bool = False) -> View:
     """`llmx neighbors TOKEN` (a token's text, or its id as an int): its nearest tokens by embedding."""
-    from .engine.inspect import neighbors as run
-    from .engine.inspect import single_token
+    from .engine.interp import neighbors as run
+    from .engine.interp import single_token
     from .views.neighbors import neighbors_view
 
     lm = model_of(model)
@@ -149,18 +150,18 @@ def neighbors(model, token: str | int, top: int = 10, raw: bool = False) -> View
 
 def explain(model, text: str, top: int = 5) -> View:
     """`llmx explain TEXT`: one prediction step by step."""
-    from .engine.inspect import explain as run
+    from .engine.interp import explain as run
     from .views.explain import explain_view
 
     lm = model_of(model)
-    return View(run(lm, lm.prompt_ids(text), top), explain_view, "llmx explain", name_of(model))
+    return View(run(lm, lm.prompt_ids(text), top, on_notice=warn), explain_view, "llmx explain", name_of(model))
 
 
 def steer(model, text: str, add: str, sub: str, layer: int, coef: float = 5.0, max_tokens: int = 40,
           temperature: float = 1.0, seed: int = 0) -> View:
     """`llmx steer TEXT --add A --sub S --layer L`: continuations with and without a steering vector."""
     from .engine import Sampling
-    from .engine.inspect import steer as run
+    from .engine.interp import steer as run
     from .views.steer import steer_view
 
     data = run(model_of(model), text, add, sub, layer, coef, max_tokens, Sampling(temperature=temperature), seed,

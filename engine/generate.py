@@ -1,4 +1,12 @@
-"""Generating text: prompt in one batched pass, then one cached single-position pass per new token."""
+"""Generating text: prompt in one batched pass, then one cached single-position pass per new token.
+
+    generation = model.generate(ids, 20, seed=1)      # a request: nothing runs yet
+    for step in generation: print(step.text, end="")  # one run, step by step
+    result = generation.result()                      # text, ids, finish_reason of that run
+    model.complete(ids, 20, seed=1)                    # the same result without the steps
+
+Iterating a `Generation` again starts a fresh run from the prompt (the same tokens when the seed is set).
+"""
 
 from __future__ import annotations
 
@@ -8,77 +16,126 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InputError, count
-from .model import KVCache
+from .context import fit_and_tell, slide
+from .errors import InputError
+from .hooks import Hooks
 from .sampling import Sampling, sample
 
 
 @dataclass(frozen=True)
 class Step:
-    id: int  # the token just sampled
+    id: int  # the token just sampled (the last one again for text held back until the end)
     text: str  # text that is now safe to show (empty while a character or a possible stop sequence is incomplete)
 
 
-@dataclass
-class Generation:
-    """Iterate to run the generation step by step; afterwards `ids`, `text` and `finish_reason` hold the result.
-
-    finish_reason is "stop" (end-of-text token or a stop sequence) or "length" (max_tokens reached).
-    """
-
-    model: "LanguageModel"  # noqa: F821 - engine.lm
-    prompt_ids: list[int]
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]  # after fitting the context (see context.py)
     max_tokens: int
     sampling: Sampling = field(default_factory=Sampling)
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    on_notice: Callable[[str], None] = lambda message: None
-    ids: list[int] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str | None = None
+    seed: int | None = None  # None: different tokens each run
+    stop: tuple[str, ...] = ()  # stop before the first of these texts; it is not part of the result
+    hooks: Hooks | None = None  # run on every forward pass (steering, recording, ...)
 
     def __post_init__(self):
         if self.max_tokens < 0:
             raise InputError(f"max tokens must be 0 or more, not {self.max_tokens}")
         if any(s == "" for s in self.stop):
             raise InputError("a stop sequence cannot be empty")
-        self.prompt_ids = fit_context(self.prompt_ids, self.model.config.n_ctx - self.max_tokens,
-                                      self.model.config.n_ctx, self.on_notice)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str  # the generated text (without the prompt, or the stop sequence)
+    ids: list[int]  # the generated tokens (an end-of-text token that ended it is not among them)
+    finish_reason: str  # "stop" (end-of-text token or a stop sequence) or "length" (max_tokens reached)
+    prompt_ids: list[int]  # the prompt the model saw
+
+
+class Generation:
+    """A request bound to a model: iterate for `Step`s (each iteration a fresh run), `result()` for the outcome."""
+
+    def __init__(self, model, request: GenerationRequest, on_notice: Callable[[str], None] = lambda message: None):
+        self.model, self.request, self.on_notice = model, request, on_notice
+        self._last: GenerationResult | None = None  # the last run iterated to its end
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return list(self.request.prompt_ids)
 
     def __iter__(self) -> Iterator[Step]:
-        rng = np.random.default_rng(self.seed)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""  # decoded text not yet shown: it may still turn out to start a stop sequence
-        context = list(self.prompt_ids)
-        logits, cache = self.model.forward(context)
-        while len(self.ids) < self.max_tokens:
-            token = sample(logits, self.sampling, rng)
-            if token in self.model.tokenizer.eos_ids:
-                self.finish_reason = "stop"
-                break
-            self.ids.append(token)
-            context.append(token)
-            pending += decoder.decode(self.model.tokenizer.piece(token))
-            shown, pending, stopped = split_at_stop(pending, self.stop)
-            self.text += shown
-            yield Step(token, shown)
-            if stopped:
-                self.finish_reason = "stop"
-                return
-            if len(self.ids) == self.max_tokens:
-                break
-            if cache.length == self.model.config.n_ctx:  # the window is full: keep its second half
-                context = context[-(self.model.config.n_ctx // 2):]
-                self.on_notice(f"context window of {self.model.config.n_ctx} tokens is full: "
-                               f"continuing from the last {count(len(context), 'token')}")
-                logits, cache = self.model.forward(context)
-            else:
-                logits, cache = self.model.forward([token], cache)
-        self.finish_reason = self.finish_reason or "length"
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            self.text += pending
-            yield Step(self.ids[-1] if self.ids else -1, pending)
+        self._last = yield from run(self.model, self.request, self.on_notice)
+
+    def result(self) -> GenerationResult:
+        """The result of the last run iterated to its end, or of a new run when there is none."""
+        if self._last is None:
+            for _ in self:
+                pass
+        return self._last
+
+    # Shorthands for result()'s fields, so `generation.finish_reason` after a loop over it keeps working.
+    text = property(lambda self: self.result().text)
+    ids = property(lambda self: self.result().ids)
+    finish_reason = property(lambda self: self.result().finish_reason)
+
+
+def request(model, prompt_ids: list[int], max_tokens: int, *, on_notice=lambda message: None,
+            **options) -> GenerationRequest:
+    """A request whose prompt fits the context with room for the tokens to generate (see context.py)."""
+    prompt = fit_and_tell(list(prompt_ids), model.config.n_ctx, on_notice, reserve=max_tokens)
+    return GenerationRequest(tuple(prompt), max_tokens, **options)
+
+
+def run(model, req: GenerationRequest, on_notice) -> Iterator[Step]:
+    """One run of `req`: yields steps, returns the `GenerationResult`."""
+    rng = np.random.default_rng(req.seed)
+    text = StreamedText(req.stop)
+    ids: list[int] = []
+    context = list(req.prompt_ids)
+    logits, cache = model.forward(context, hooks=req.hooks)
+    finish = "length"
+    while len(ids) < req.max_tokens:
+        token = sample(logits, req.sampling, rng)
+        if token in model.tokenizer.eos_ids:
+            finish = "stop"
+            break
+        ids.append(token)
+        context.append(token)
+        shown, stopped = text.add(model.tokenizer.piece(token))
+        yield Step(token, shown)
+        if stopped:
+            return GenerationResult(text.shown, ids, "stop", list(req.prompt_ids))
+        if len(ids) == req.max_tokens:
+            break
+        if cache.length == model.config.n_ctx:  # the window is full: continue from its last half
+            context = slide(context, model.config.n_ctx, on_notice)
+            logits, cache = model.forward(context, hooks=req.hooks)
+        else:
+            logits, cache = model.forward([token], cache, hooks=req.hooks)
+    rest = text.flush()
+    if rest:
+        yield Step(ids[-1] if ids else -1, rest)
+    return GenerationResult(text.shown, ids, finish, list(req.prompt_ids))
+
+
+class StreamedText:
+    """Token bytes to text as it becomes safe to show: whole UTF-8 characters, stop sequences held back."""
+
+    def __init__(self, stop: tuple[str, ...]):
+        self.stop, self.shown, self.pending = stop, "", ""  # pending may still turn out to start a stop sequence
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, piece: bytes) -> tuple[str, bool]:
+        """(text to show now, whether a stop sequence was reached)."""
+        shown, self.pending, stopped = split_at_stop(self.pending + self.decoder.decode(piece), self.stop)
+        self.shown += shown
+        return shown, stopped
+
+    def flush(self) -> str:
+        """The text held back, at the end of a run that did not stop at a stop sequence."""
+        rest, self.pending = self.pending + self.decoder.decode(b"", final=True), ""
+        self.shown += rest
+        return rest
 
 
 def split_at_stop(pending: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
@@ -88,14 +145,3 @@ def split_at_stop(pending: str, stops: tuple[str, ...]) -> tuple[str, str, bool]
         return pending[:min(hits)], "", True
     hold = max((n for s in stops for n in range(1, len(s)) if pending.endswith(s[:n])), default=0)
     return pending[:len(pending) - hold], pending[len(pending) - hold:], False
-
-
-def fit_context(ids: list[int], budget: int, n_ctx: int, on_notice: Callable[[str], None]) -> list[int]:
-    """Keep the most recent tokens of a prompt so that it and the tokens to generate fit the window."""
-    keep = max(budget, min(len(ids), n_ctx // 2), 1)
-    keep = min(keep, n_ctx)
-    if len(ids) > keep:
-        on_notice(f"prompt of {len(ids)} tokens does not fit the model's context of {n_ctx} tokens "
-                  f"with the tokens to generate: keeping its last {count(keep, 'token')}")
-        return ids[-keep:]
-    return ids

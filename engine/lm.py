@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .context import fit_and_tell
+from .generate import Generation, GenerationResult, request
+from .hooks import Hooks
 from .model import Config, KVCache, Weights, forward
 from .nn import log_softmax
 from .tokenizer import Tokenizer
+
+
+def ignore(message: str) -> None:
+    """The default `on_notice`: say nothing."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,15 @@ class LanguageModel:
     weights: Weights = field(repr=False)  # repr(model) stays one line: print model.weights for their shapes
     tokenizer: Tokenizer = field(repr=False)
 
-    def forward(self, ids, cache: KVCache | None = None, **options) -> tuple[np.ndarray, KVCache]:
-        """logits, cache = model.forward(ids, cache): see `model.forward` for the options (trace, steer, ...)."""
-        return forward(ids, self.weights, self.config, cache, **options)
+    def forward(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
+                all_logits: bool = False) -> tuple[np.ndarray, KVCache]:
+        """logits, cache = model.forward(ids, cache): see `model.forward`; `hooks` read or replace activations."""
+        return forward(ids, self.weights, self.config, cache, hooks=hooks, all_logits=all_logits)
+
+    def fit(self, ids: list[int], on_notice: Callable[[str], None] = ignore, reserve: int = 0,
+            doing: str = "keeping") -> list[int]:
+        """The last tokens of `ids` that fit the context (less `reserve`): the policy of `context.py`."""
+        return fit_and_tell(ids, self.config.n_ctx, on_notice, reserve, doing)
 
     def prompt_ids(self, text: str) -> list[int]:
         """Token ids to condition on: the text's, or the start-of-text token for an empty prompt."""
@@ -40,9 +54,9 @@ class LanguageModel:
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.text(token_id)
 
-    def predict(self, ids: list[int], top: int = 10) -> list[Prediction]:
-        """The `top` most likely next tokens after `ids`, most likely first."""
-        logits, _ = self.forward(ids[-self.config.n_ctx:])
+    def predict(self, ids: list[int], top: int = 10, on_notice: Callable[[str], None] = ignore) -> list[Prediction]:
+        """The `top` most likely next tokens after `ids` (their last n_ctx), most likely first."""
+        logits, _ = self.forward(self.fit(ids, on_notice, doing="predicting from"))
         return self.top_predictions(logits, top)
 
     def top_predictions(self, logits: np.ndarray, top: int) -> list[Prediction]:
@@ -53,11 +67,15 @@ class LanguageModel:
         return [Prediction(rank=r + 1, id=int(i), token=self.token_text(int(i)), prob=float(probs[i]),
                            logit=float(logits[i])) for r, i in enumerate(best)]
 
-    def generate(self, prompt_ids: list[int], max_tokens: int, **options):
-        """An iterable `Generation`: see `generate.Generation` for the options (sampling, seed, stop, ...)."""
-        from .generate import Generation
+    def generate(self, prompt_ids: list[int], max_tokens: int, *, on_notice: Callable[[str], None] = ignore,
+                 **options) -> Generation:
+        """A `Generation` (iterate for steps, `.result()` for the outcome); options are `GenerationRequest`'s:
+        sampling, seed, stop, hooks. A prompt too long for the context is cut as `context.py` says."""
+        return Generation(self, request(self, prompt_ids, max_tokens, on_notice=on_notice, **options), on_notice)
 
-        return Generation(self, prompt_ids, max_tokens, **options)
+    def complete(self, prompt_ids: list[int], max_tokens: int, **options) -> GenerationResult:
+        """The `GenerationResult` of one run of `generate(prompt_ids, max_tokens, **options)`."""
+        return self.generate(prompt_ids, max_tokens, **options).result()
 
     def score(self, ids: list[int], **options):
         """A `Score`: each token's log-probability given those before it; see `score.score` (bos, stride, ...)."""

@@ -10,16 +10,19 @@ format's tensors are mapped onto them at load.
 Every matrix is stored [out, in] like PyTorch's nn.Linear, so a layer is `x @ w.T + b`: for one
 token that is a matrix-vector product reading the matrix row by row, which OpenBLAS runs faster
 than the [in, out] layout of GPT-2's Conv1D checkpoints (those are used as transposed views).
+
+Each activation passes a named hook point, `hook("attn_out", value)`, which returns the value unchanged
+when no hook is set (see `hooks.py`): recording, steering and ablation are all hooks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from .hooks import Hooks, points
 from .nn import apply_rope, gelu_new, layer_norm, rms_norm, rope_tables, silu, softmax
 
 
@@ -117,41 +120,6 @@ class KVCache:
                    tuple(np.zeros(shape, dtype) for _ in range(cfg.n_layer)))
 
 
-@dataclass
-class Trace:
-    """Records named activations during a forward pass, with TransformerLens' names.
-
-    `names` are glob patterns (`blocks.*.attn.pattern`); only matching activations are copied.
-    Names: embed, pos_embed, blocks.{i}.resid_pre, blocks.{i}.attn.{q,k,v,z,pattern},
-    blocks.{i}.attn_out, blocks.{i}.resid_mid, blocks.{i}.mlp.post, blocks.{i}.mlp_out,
-    blocks.{i}.resid_post, ln_final.
-    """
-
-    names: tuple[str, ...] = ("*",)
-    acts: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def wants(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
-
-    def record(self, name: str, value: np.ndarray) -> None:
-        if self.wants(name):
-            self.acts[name] = np.array(value, dtype=np.float32, copy=True)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.acts[name]
-
-
-@dataclass(frozen=True)
-class Steer:
-    """Add `delta` to the residual stream entering block `layer` (activation addition).
-
-    delta: [n_pos, n_embd], added to absolute positions 0..n_pos-1 (those beyond the sequence are skipped).
-    """
-
-    layer: int
-    delta: np.ndarray
-
-
 def linear(x: np.ndarray, p: Linear) -> np.ndarray:
     y = x @ p.w.T  # [n_seq, in] -> [n_seq, out]
     if p.b is not None:
@@ -165,74 +133,94 @@ def norm(x: np.ndarray, p: Norm, cfg: Config) -> np.ndarray:
     return rms_norm(x, p.g, cfg.norm_eps)
 
 
-def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record) -> np.ndarray:
-    """Causal multi-head attention over the cached positions and the new ones; heads batched."""
+def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
+    """Hook point for per-head values kept [head, n_seq, d_head]: hooks see TransformerLens' [pos, head, d_head]."""
+    return hook(name, x.transpose(1, 0, 2)).transpose(1, 0, 2)
+
+
+def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries [n_head, n_seq, d_head], keys and values [n_kv_head, n_seq, d_head] of the new positions."""
     n_seq, d_head = x.shape[0], cfg.d_head
     n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    qkv = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
-    q = qkv[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
-    k = qkv[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, n_seq, d_head]
-    v = qkv[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
+    fused = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+    q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
+    k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
+    v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
     if rope is not None:  # rotary positions: rotate queries and keys by their positions' angles
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    record("attn.q", q.transpose(1, 0, 2))  # TransformerLens order: [pos, head, d_head]
-    record("attn.k", k.transpose(1, 0, 2))
-    record("attn.v", v.transpose(1, 0, 2))
+    return heads(hook, "attn.q", q), heads(hook, "attn.k", k), heads(hook, "attn.v", v)
 
-    end = start + n_seq
+
+def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook) -> np.ndarray:
+    """Causal multi-head attention over the cached positions and the new ones; heads batched."""
+    q, k, v = qkv(x, blk, cfg, rope, hook)
+    n_seq, end = x.shape[0], start + x.shape[0]
     k_buf[:, start:end] = k
     v_buf[:, start:end] = v
     keys, values = k_buf[:, None, :end], v_buf[:, None, :end]  # [n_kv_head, 1, n_ctx_used, d_head]
     group = cfg.n_head // cfg.n_kv_head  # query heads sharing one key/value head
-    q = q.reshape(cfg.n_kv_head, group, n_seq, d_head)
+    q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
     scores = q @ keys.transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_ctx_used]
-    scores *= scores.dtype.type(1.0 / np.sqrt(d_head))
+    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past, never the future
         scores += np.triu(np.full((n_seq, end), -np.inf, scores.dtype), k=start + 1)  # [n_seq, n_ctx_used]
-    pattern = softmax(scores)
-    record("attn.pattern", pattern.reshape(cfg.n_head, n_seq, end))  # [head, dest, src]
+    pattern = softmax(scores).reshape(cfg.n_head, n_seq, end)  # [head, dest, src]
+    pattern = hook("attn.pattern", pattern).reshape(cfg.n_kv_head, group, n_seq, end)
     z = pattern @ values  # [n_kv_head, group, n_seq, d_head]
-    z = z.reshape(cfg.n_head, n_seq, d_head).transpose(1, 0, 2)  # [n_seq, n_head, d_head]
-    record("attn.z", z)
-    return linear(z.reshape(n_seq, n_q), blk.w_o)  # [n_seq, n_embd]
+    z = hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+    return attention_output(z, blk.w_o, cfg, hook)
 
 
-def mlp(x: np.ndarray, blk: Block, cfg: Config, record) -> np.ndarray:
+def attention_output(z: np.ndarray, w_o: Linear, cfg: Config, hook) -> np.ndarray:
+    """The heads' values through w_o: [n_seq, n_head, d_head] -> [n_seq, n_embd].
+
+    Only when a hook wants them are the heads' shares kept apart (`attn.result`), then summed: that costs
+    n_head times the memory of the output, so the plain pass does one matrix product instead.
+    """
+    n_seq = z.shape[0]
+    if not hook.wants("attn.result"):
+        return linear(z.reshape(n_seq, cfg.n_head * cfg.d_head), w_o)  # [n_seq, n_embd]
+    w = w_o.w.reshape(cfg.n_embd, cfg.n_head, cfg.d_head)  # [n_embd, n_head, d_head]
+    result = hook("attn.result", np.einsum("shd,ehd->she", z, w))  # [n_seq, n_head, n_embd]
+    out = result.sum(axis=1)
+    if w_o.b is not None:
+        out += w_o.b
+    return out
+
+
+def mlp(x: np.ndarray, blk: Block, cfg: Config, hook) -> np.ndarray:
     h = linear(x, blk.w_in)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU)
     if cfg.mlp == "gelu":
-        h = gelu_new(h)
+        h = gelu_new(hook("mlp.pre", h))
     else:
-        h = silu(h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
-    record("mlp.post", h)
+        h = silu(hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
+    h = hook("mlp.post", h)
     return linear(h, blk.w_out)  # [n_seq, n_embd]
 
 
-def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, record) -> np.ndarray:
+def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook) -> np.ndarray:
     """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x))."""
-    record("resid_pre", x)
-    attn_out = attention(norm(x, blk.ln1, cfg), blk, cfg, k_buf, v_buf, start, rope, record)
-    record("attn_out", attn_out)
-    x = x + attn_out
-    record("resid_mid", x)
-    mlp_out = mlp(norm(x, blk.ln2, cfg), blk, cfg, record)
-    record("mlp_out", mlp_out)
-    x = x + mlp_out
-    record("resid_post", x)
+    x = hook("resid_pre", x)  # [n_seq, n_embd]
+    attn_out = hook("attn_out", attention(norm(x, blk.ln1, cfg), blk, cfg, k_buf, v_buf, start, rope, hook))
+    x = hook("resid_mid", x + attn_out)
+    mlp_out = hook("mlp_out", mlp(norm(x, blk.ln2, cfg), blk, cfg, hook))
+    return hook("resid_post", x + mlp_out)
+
+
+def embed(ids: np.ndarray, weights: Weights, cfg: Config, start: int, hook) -> np.ndarray:
+    """Token embeddings, plus learned position embeddings where the model has them: [n_seq, n_embd]."""
+    x = hook("embed", weights.embed[ids])  # [n_seq, n_embd]
+    if cfg.positions == "learned":
+        x = x + hook("pos_embed", weights.pos_embed[start:start + len(ids)])
     return x
 
 
-def _recorder(trace: Trace | None, prefix: str):
-    if trace is None:
-        return lambda name, value: None
-    return lambda name, value: trace.record(prefix + name, value)
-
-
 def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
-            all_logits: bool = False, trace: Trace | None = None,
-            steer: Steer | None = None) -> tuple[np.ndarray, KVCache]:
+            hooks: Hooks | None = None, all_logits: bool = False) -> tuple[np.ndarray, KVCache]:
     """Run new tokens `ids` after the cached ones: (logits, cache that now includes them).
 
     Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
+    `hooks` read or replace named activations (see `hooks.py`); without them nothing is named or copied.
     It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
     dtype = weights.embed.dtype
@@ -243,37 +231,19 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
         raise ValueError("forward needs at least one token")
     if end > cfg.n_ctx:
         raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
-    record = _recorder(trace, "")
     # cos and sin of the new positions' rotary angles, shared by every block; None with learned positions
     rotary = cfg.positions == "rotary"
     rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta, dtype) if rotary else None
 
-    x = weights.embed[ids]  # [n_seq, n_embd]
-    record("embed", x)
-    if cfg.positions == "learned":
-        pos = weights.pos_embed[start:end]
-        record("pos_embed", pos)
-        x = x + pos
+    outside = points(hooks, None, start)
+    x = embed(ids, weights, cfg, start, outside)  # [n_seq, n_embd]
     for i, blk in enumerate(weights.blocks):
-        if steer is not None and steer.layer == i:
-            x = add_to_residual(x, steer.delta, start)
-        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, _recorder(trace, f"blocks.{i}."))
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, points(hooks, i, start))
     if not all_logits:
         x = x[-1:]
-    x = norm(x, weights.ln_final, cfg)
-    record("ln_final", x)
+    x = outside("ln_final", norm(x, weights.ln_final, cfg))
     logits = x @ weights.unembed.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
     return (logits if all_logits else logits[0]), dataclasses.replace(cache, length=end)
-
-
-def add_to_residual(x: np.ndarray, delta: np.ndarray, start: int) -> np.ndarray:
-    """x + delta at the absolute positions both cover: x holds positions start.., delta 0.."""
-    overlap = min(start + len(x), len(delta)) - start
-    if overlap <= 0:
-        return x
-    x = x.copy()
-    x[:overlap] += delta[start:start + overlap]
-    return x
 
 
 def astype(weights: Weights, dtype) -> Weights:

@@ -6,7 +6,8 @@ Like Hugging Face's loss, the first token has nothing before it and is not score
 every token of the text is scored. A text longer than the context is scored in sliding windows
 (as in Hugging Face's perplexity guide): each window of n_ctx tokens scores only its last
 `stride` tokens (all of them, for the first), so each token sees at least n_ctx - stride
-tokens of context.
+tokens of context. This is the one exception to the context policy of `context.py` (keep a long
+text's last tokens): a score must cover every token.
 """
 
 from __future__ import annotations

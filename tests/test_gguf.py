@@ -352,7 +352,7 @@ def test_unsupported_tensor_type(tmp_path, tiny_llama, gpt2_vocab):
 
 
 def test_smollm2_has_induction_heads(smollm):
-    from llmx.engine.inspect import scan_heads
+    from llmx.engine.interp import scan_heads
 
     scan = scan_heads(smollm, seq_len=40, seed=0)
     best = scan.heads[0]

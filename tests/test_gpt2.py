@@ -83,8 +83,7 @@ def test_greedy_continuation_matches_transformers_generate(ours, reference):
     import torch
 
     prompt = ours.prompt_ids("Hullo, my name is")
-    generation = ours.generate(prompt, 20, sampling=Sampling(temperature=0))
-    list(generation)
+    generation = ours.complete(prompt, 20, sampling=Sampling(temperature=0))
     with torch.no_grad():
         out = reference.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
                                  pad_token_id=50256, eos_token_id=None)
@@ -97,18 +96,52 @@ def test_same_seed_same_text_other_seed_other_text(ours):
     runs = [ours.generate(prompt, 15, seed=s) for s in (1, 1, 2)]
     texts = ["".join(step.text for step in run) for run in runs]
     assert texts[0] == texts[1] != texts[2]
-    assert texts[0] == runs[0].text
+    assert texts[0] == runs[0].result().text
 
 
 def test_stop_sequence_ends_generation_and_is_not_included(ours):
     prompt = ours.prompt_ids("Hullo")
-    free = ours.generate(prompt, 15, sampling=Sampling(temperature=0))
-    list(free)
+    free = ours.complete(prompt, 15, sampling=Sampling(temperature=0))
     stop = free.text[5:8]
     stopped = ours.generate(prompt, 15, sampling=Sampling(temperature=0), stop=(stop,))
     shown = "".join(step.text for step in stopped)
-    assert stopped.finish_reason == "stop"
-    assert shown == stopped.text == free.text[:free.text.index(stop)]
+    assert stopped.result().finish_reason == "stop"
+    assert shown == stopped.result().text == free.text[:free.text.index(stop)]
+
+
+def test_iterating_again_is_a_fresh_run_and_never_appends_twice(ours):
+    generation = ours.generate(ours.prompt_ids("Hullo"), 8, seed=3)
+    first, second = list(generation), list(generation)
+    assert first == second and len(first) >= 8
+    result = generation.result()
+    assert result.text == "".join(step.text for step in first) and len(result.ids) == 8
+    assert result.ids == [step.id for step in first][:8] and result.finish_reason == "length"
+    assert result == ours.complete(ours.prompt_ids("Hullo"), 8, seed=3)
+
+
+def test_request_and_result_are_frozen_and_result_is_of_the_run_streamed(ours):
+    import dataclasses
+
+    generation = ours.generate(ours.prompt_ids("Hullo"), 6)  # no seed: each run differs
+    shown = "".join(step.text for step in generation)
+    result = generation.result()
+    assert result.text == shown and result.prompt_ids == ours.prompt_ids("Hullo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.text = ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        generation.request.max_tokens = 1
+    partial = ours.generate(ours.prompt_ids("Hullo"), 6, seed=0)
+    next(iter(partial))  # a run abandoned after one step has no result: result() runs one to the end
+    assert len(partial.result().ids) == 6
+
+
+def test_bad_requests_are_input_errors(ours):
+    from llmx.engine import InputError
+
+    with pytest.raises(InputError, match="max tokens must be 0 or more"):
+        ours.generate([1], -1)
+    with pytest.raises(InputError, match="stop sequence cannot be empty"):
+        ours.generate([1], 3, stop=("",))
 
 
 def test_empty_prompt_conditions_on_endoftext(ours):
@@ -120,14 +153,12 @@ def test_long_prompt_keeps_its_most_recent_tokens(ours):
     prompt = list(range(100, 160))  # 60 tokens; context 64
     generation = ours.generate(prompt, 10, seed=0, on_notice=notices.append)
     assert generation.prompt_ids == prompt[-54:]
-    list(generation)
-    assert len(generation.ids) == 10 and "keeping its last 54 tokens" in notices[0]
+    assert len(generation.result().ids) == 10 and "keeping its last 54 tokens" in notices[0]
 
 
 def test_generation_past_the_window_slides_it(ours):
     notices = []
-    generation = ours.generate([1, 2, 3], 100, seed=0, on_notice=notices.append)
-    list(generation)
+    generation = ours.complete([1, 2, 3], 100, seed=0, on_notice=notices.append)
     assert len(generation.ids) == 100 and any("is full" in n for n in notices)
 
 

@@ -1,4 +1,4 @@
-"""engine.inspect: traces against transformers, the logit lens against predict, head scores on
+"""engine.interp: traces against transformers, the logit lens against predict, head scores on
 synthetic patterns, neighbours, steering, explain; and the same functions on a tiny Llama-shaped model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmx.engine import InputError, Sampling, Trace
-from llmx.engine import inspect as ins
+from llmx.engine import interp as ins
 from llmx.engine.lm import LanguageModel
 from llmx.engine.model import Block, Config, Linear, Norm, Weights
 
@@ -34,7 +34,7 @@ def test_trace_matches_transformers_hidden_states_and_attentions(lm, tiny_gpt2, 
     with torch.no_grad():
         out = reference(torch.tensor([ids]), output_hidden_states=True, output_attentions=True)
     trace = Trace()
-    lm.forward(ids, all_logits=True, trace=trace)
+    lm.forward(ids, all_logits=True, hooks=trace)
     n_layer = lm.config.n_layer
     assert len(out.hidden_states) == n_layer + 1
     for i in range(n_layer):  # hidden_states[i] is the stream entering block i ...
@@ -166,8 +166,7 @@ def test_single_token_lists_the_tokens_of_longer_text(lm):
 def test_steer_with_coef_zero_is_the_plain_continuation(lm):
     st = ins.steer(lm, "I hate you because", " Love", " Hate", layer=1, coef=0.0, max_tokens=8, seed=1)
     assert st.steered == st.plain and st.vector_norms == [0.0, 0.0]
-    plain = lm.generate([50256] + lm.prompt_ids("I hate you because"), 8, seed=1)
-    list(plain)
+    plain = lm.complete([50256] + lm.prompt_ids("I hate you because"), 8, seed=1)
     assert st.plain.ids == plain.ids and st.prompt_ids[0] == 50256
 
 
@@ -176,9 +175,9 @@ def test_steering_vector_is_the_padded_difference_and_changes_the_continuation(l
     assert add_ids == [50256, 5896, 220] and sub_ids[0] == 50256 and len(sub_ids) == 3 and diff.shape == (3, 64)
     assert not diff[0].any()  # both start with the start token
     trace = Trace(("blocks.1.resid_pre",))
-    lm.forward(add_ids, trace=trace)
+    lm.forward(add_ids, hooks=trace)
     a = trace["blocks.1.resid_pre"]
-    lm.forward(sub_ids, trace=trace)
+    lm.forward(sub_ids, hooks=trace)
     np.testing.assert_array_equal(diff, a - trace["blocks.1.resid_pre"])
     st = ins.steer(lm, "I hate you because", " Love", " Hate", layer=1, coef=5.0, max_tokens=8, seed=1)
     assert st.steered.ids != st.plain.ids and st.vector_norms[0] == 0 and st.vector_norms[1] > 0
@@ -194,7 +193,7 @@ def test_explain_follows_the_last_token(lm, ids):
     assert [t.id for t in ex.tokens] == ids and len(ex.tokens[0].embedding) == 4
     assert ex.tokens[0].embedding_norm == pytest.approx(float(np.linalg.norm(lm.weights.embed[ids[0]])))
     trace = Trace()
-    lm.forward(ids, trace=trace)
+    lm.forward(ids, hooks=trace)
     for b in ex.blocks:
         row = trace[f"blocks.{b.layer}.attn.pattern"][:, -1]
         assert [h.position for h in b.heads] == row.argmax(-1).tolist()

@@ -65,14 +65,14 @@ def test_stderr_notes_are_one_line_in_a_file(m):
 
 def test_counts_of_one_are_singular(m):
     from llmx.engine.errors import count
-    from llmx.engine.generate import fit_context
+    from llmx.engine.context import fit_and_tell
 
     assert [count(n, "token") for n in (0, 1, 2)] == ["0 tokens", "1 token", "2 tokens"]
     r = run("predict", *m, "Hi", "--top", "2")
     assert r.stdout.splitlines()[-1] == "after 1 prompt token"
     assert run("tokenize", *m, "Hi").stdout.splitlines()[-1] == "1 token"
     notices = []
-    assert fit_context([5, 6, 7], budget=1, n_ctx=2, on_notice=notices.append) == [7]
+    assert fit_and_tell([5, 6, 7], n_ctx=2, on_notice=notices.append, reserve=1) == [7]
     assert notices[0].endswith("keeping its last 1 token"), notices
 
 

@@ -151,11 +151,7 @@ def predict(text, model, top, svg, as_json, jsonl, lines):
 
 
 def predict_text(lm, text: str, top: int, notice) -> Predictions:
-    ids = lm.prompt_ids(text)
-    if len(ids) > lm.config.n_ctx:
-        notice(f"the text has {len(ids)} tokens, more than the model's context of {lm.config.n_ctx}: "
-               f"predicting from the last {lm.config.n_ctx}")
-        ids = ids[-lm.config.n_ctx:]
+    ids = lm.fit(lm.prompt_ids(text), notice, doing="predicting from")  # the engine's context policy
     return Predictions(len(ids), lm.predict(ids, top))
 
 
@@ -263,8 +259,8 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
 
 
 def finish(generation):
-    for _ in generation:
-        pass
+    """The generation, run to its end (its result is then `generation.result()`)."""
+    generation.result()
     return generation
 
 

@@ -1,6 +1,6 @@
 """Commands that look inside the model: explain, lens, attention, heads, neighbors, steer.
 
-Each parses, calls `llmx.engine.inspect`, and hands the result (its data) to a view in `views/`.
+Each parses, calls `llmx.engine.interp`, and hands the result (its data) to a view in `views/`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ def explain(text, model, top, svg, as_json):
 
     TEXT is read from stdin when it is '-' or absent.
     """
-    from ..engine.inspect import explain as run
+    from ..engine.interp import explain as run
     from ..views.explain import explain_view
 
     text = read_text(text)
     lm = load_model(model)
-    output(model, run(lm, lm.prompt_ids(text), top), explain_view, as_json, svg, "llmx explain")
+    output(model, run(lm, lm.prompt_ids(text), top, on_notice=warn), explain_view, as_json, svg, "llmx explain")
 
 
 @click.command(epilog="""\b
@@ -60,13 +60,13 @@ def lens(text, model, position, top, svg, as_json):
     norm and the unembedding; the last row is the model's real prediction. TEXT is read from stdin
     when it is '-' or absent.
     """
-    from ..engine.inspect import logit_lens
+    from ..engine.interp import logit_lens
     from ..views.lens import lens_position_view, lens_view
 
     text = read_text(text)
     lm = load_model(model)
     top = top or (5 if position is not None else 1)
-    result = logit_lens(lm, lm.prompt_ids(text), top, None if position is None else [position])
+    result = logit_lens(lm, lm.prompt_ids(text), top, None if position is None else [position], on_notice=warn)
     output(model, result, lens_view if position is None else lens_position_view, as_json, svg, "llmx lens")
 
 
@@ -87,12 +87,13 @@ def attention(text, model, layer, head, svg, as_json):
 
     TEXT is read from stdin when it is '-' or absent.
     """
-    from ..engine.inspect import attention as run
+    from ..engine.interp import attention as run
     from ..views.attention import attention_view
 
     text = read_text(text)
     lm = load_model(model)
-    output(model, run(lm, lm.prompt_ids(text), layer, head), attention_view, as_json, svg, "llmx attention")
+    output(model, run(lm, lm.prompt_ids(text), layer, head, on_notice=warn), attention_view, as_json, svg,
+           "llmx attention")
 
 
 @click.command(epilog="""\b
@@ -113,7 +114,7 @@ def heads(model, seq_len, seed, top, svg, as_json):
     Each score is a head's mean attention to one position; the same scores on random tokens that
     never repeat are shown beside them as a control.
     """
-    from ..engine.inspect import scan_heads
+    from ..engine.interp import scan_heads
     from ..views.attention import heads_view
 
     scan = scan_heads(load_model(model), seq_len, seed)
@@ -138,8 +139,8 @@ def neighbors(token, model, token_id, top, raw, svg, as_json):
 
     TOKEN must be a single token of the model (mind the leading space: " Paris" is not "Paris").
     """
-    from ..engine.inspect import neighbors as run
-    from ..engine.inspect import single_token
+    from ..engine.interp import neighbors as run
+    from ..engine.interp import single_token
     from ..views.neighbors import neighbors_view
 
     if (token is None) == (token_id is None):
@@ -176,7 +177,7 @@ def steer(text, model, add, sub, layer, coef, max_tokens, temperature, seed, svg
     '-' or absent.
     """
     from ..engine import Sampling
-    from ..engine.inspect import steer as run
+    from ..engine.interp import steer as run
     from ..views.steer import steer_view
 
     text = read_text(text)
