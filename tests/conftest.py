@@ -45,6 +45,16 @@ def write_tiny_gpt2(directory: Path, vocab: Path, *, seed: int = 0, **overrides)
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_blas_thread_count():
+    """Every llmx the tests run uses the same BLAS thread count (LLMX_THREADS=1 unless set): left to itself,
+    each command picks its count from the machine's load when it starts, and 1 and 2 threads sum in different
+    orders, so two commands' logits could differ by ~1e-8 and the tests that compare commands exactly
+    (batch lines against single runs, lens against predict) would depend on the load. tests/test_threads.py
+    tests the policy itself, with LLMX_THREADS removed."""
+    os.environ.setdefault("LLMX_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
 def llmx_cache(tmp_path_factory) -> Path:
     """llmx's own cache (packed GPT-2 weights) in a temporary folder, also for the subprocesses tests start."""
     path = tmp_path_factory.mktemp("llmx-cache")
