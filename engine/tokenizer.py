@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}
 PRE_PATTERNS = {"gpt-2": GPT2_PATTERN, "smollm": SMOLLM_PATTERN, "llama-bpe": LLAMA3_PATTERN,
                 "llama3": LLAMA3_PATTERN, "llama-v3": LLAMA3_PATTERN, "qwen2": QWEN2_PATTERN}
 GPT2_EOT = "<|endoftext|>"
+UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")  # tokenizer.json normalizers that are one unicodedata.normalize
 # GGUF token types (llama.cpp's llama_token_type) that are whole tokens rather than byte-level pieces.
 GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
 
@@ -39,9 +42,12 @@ class Tokenizer:
     eos_ids: frozenset[int]  # tokens that end a generation
     add_bos: bool = False  # whether the model expects bos_id before every prompt
     dropped_ids: frozenset[int] = frozenset()  # stand-ins for bytes the vocabulary lacks (see `fill_missing_bytes`)
+    normalization: str | None = None  # Unicode form ("NFC", ...) the text is put in before splitting (Qwen2)
 
     def encode(self, text: str, *, special: bool = False) -> list[int]:
         """Token ids of `text`. Special-token text such as <|endoftext|> is ordinary text unless special=True."""
+        if self.normalization:
+            text = unicodedata.normalize(self.normalization, text)
         ids = self.encoding.encode(text, allowed_special="all" if special else set(), disallowed_special=())
         if self.dropped_ids:  # like Hugging Face's byte-level BPE, bytes with no token are left out
             ids = [i for i in ids if i not in self.dropped_ids]
@@ -190,10 +196,10 @@ def tokenizer_json_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
     where = str(directory / "tokenizer.json")
     data = _read_json(directory / "tokenizer.json")
     settings = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
-    model = data.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or data.get("normalizer") is not None:
+    model, normalizer = data.get("model") or {}, data.get("normalizer") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or normalizer.get("type", "NFC") not in UNICODE_FORMS:
         raise TokenizerError(f"{where}: a {model.get('type')} model with normalizer {data.get('normalizer')} is not "
-                             "supported; llmx runs byte-level BPE tokenizers (GPT-2, SmolLM, Llama 3 style)")
+                             "supported; llmx runs byte-level BPE tokenizers (GPT-2, SmolLM, Llama 3, Qwen2 style)")
     pattern = pattern_from_pre_tokenizer(data.get("pre_tokenizer"), where)
     vocab = model.get("vocab", {})
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]  # "a b" or ["a", "b"]
@@ -202,8 +208,9 @@ def tokenizer_json_tokenizer(directory: Path, n_vocab: int) -> Tokenizer:
     template_bos = _template_bos(data.get("post_processor"))
     bos_text = _token_text(settings.get("bos_token")) or template_bos
     eos = {ids[t] for t in [_token_text(settings.get("eos_token"))] if t in ids} | _config_eos(directory)
-    return bpe_tokenizer(vocab, merges, special, pattern, n_vocab=n_vocab, bos=ids.get(bos_text), eos=eos,
-                         add_bos=bool(settings.get("add_bos_token", template_bos is not None)), where=where)
+    tokenizer = bpe_tokenizer(vocab, merges, special, pattern, n_vocab=n_vocab, bos=ids.get(bos_text), eos=eos,
+                              add_bos=bool(settings.get("add_bos_token", template_bos is not None)), where=where)
+    return dataclasses.replace(tokenizer, normalization=normalizer.get("type"))
 
 
 def pattern_from_pre_tokenizer(pre: dict | None, where: str) -> str:

@@ -142,12 +142,14 @@ def tiny_llama(request, tmp_path_factory, gpt2_vocab) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp(name), gpt2_vocab, tied=request.param)
 
 
-def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", bos_template: bool = False) -> Path:
+def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", bos_template: bool = False,
+                         nfc: bool = False) -> Path:
     """tokenizer.json + tokenizer_config.json for GPT-2's BPE with one of the pre-tokenizers llmx reads:
-    "bytelevel" (GPT-2), "digits" (SmolLM: digits apart, then ByteLevel) or "split" (Llama 3's regex)."""
+    "bytelevel" (GPT-2), "digits" (SmolLM: digits apart, then ByteLevel) or "split" (Llama 3's regex);
+    with `nfc`, the NFC normalizer Qwen2's tokenizer has."""
     import json
 
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     tokenizer = Tokenizer(models.BPE.from_file(str(vocab / "vocab.json"), str(vocab / "merges.txt")))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre != "split")
@@ -159,6 +161,8 @@ def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", b
         "split": pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(llama3), behavior="isolated"), byte_level]),
     }[pre]
     tokenizer.decoder = decoders.ByteLevel()
+    if nfc:
+        tokenizer.normalizer = normalizers.NFC()
     tokenizer.add_special_tokens([GPT2_EOT])
     if bos_template:
         eot = tokenizer.token_to_id(GPT2_EOT)

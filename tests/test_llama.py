@@ -96,6 +96,18 @@ def test_tokenizer_json_matches_tokenizers(tmp_path, gpt2_vocab, pre):
         assert ours.encode(text) == reference.encode(text).ids, text
 
 
+def test_an_nfc_normalizer_is_applied_before_splitting(tmp_path, gpt2_vocab):
+    """Qwen2's tokenizer.json puts text in NFC first: a decomposed é (e + U+0301) becomes one character."""
+    from tokenizers import Tokenizer as Reference
+
+    write_tokenizer_json(tmp_path, gpt2_vocab, "split", nfc=True)
+    ours, reference = tokenizer_json_tokenizer(tmp_path, 50257), Reference.from_file(str(tmp_path / "tokenizer.json"))
+    decomposed = "Les e\u0301le\u0300ves, Å (A\u030a), ﬁ"
+    assert ours.encode(decomposed) == reference.encode(decomposed).ids == ours.encode("Les élèves, Å (Å), ﬁ")
+    for text in TEXTS:
+        assert ours.encode(text) == reference.encode(text).ids, text
+
+
 def test_digits_pre_tokenizer_keeps_spaces_before_digits_together(tmp_path, gpt2_vocab):
     """Digits are split off first, so the spaces before a digit stay one piece (GPT-2's pattern alone splits them)."""
     from tokenizers import Tokenizer as Reference
