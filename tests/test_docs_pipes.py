@@ -52,10 +52,11 @@ def needs(code: str) -> list[str]:
 
 def test_the_doc_has_the_recipes():
     kinds = [kind for kind, _ in BLOCKS]
-    assert kinds.count("bash") == 5 and kinds.count("python") == 1
+    assert kinds.count("bash") == 5 and kinds.count("python") == 2
     assert any("llmx continue --context -" in code for _, code in BLOCKS)
     assert any("ttok" in code and "llm -m gpt2" in code for _, code in BLOCKS)
     assert any("parallel --pipe -N 100" in code for _, code in BLOCKS)
+    assert any("Hooks().add" in code and "show.lens" in code for _, code in BLOCKS)
 
 
 @pytest.mark.parametrize("kind, code", BLOCKS, ids=[f"{kind}-{i}" for i, (kind, _) in enumerate(BLOCKS)])
