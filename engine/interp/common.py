@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, count
 from ..lm import LanguageModel
 from ..model import norm
 
@@ -29,7 +29,7 @@ def check_head(lm: LanguageModel, head: int) -> None:
 def resolve_position(position: int, n_seq: int) -> int:
     """A position in 0..n_seq-1, or counted from the end when negative (-1 is the last token)."""
     if not -n_seq <= position < n_seq:
-        raise InputError(f"position {position} is outside the text's {n_seq} tokens: "
+        raise InputError(f"position {position} is outside the text's {count(n_seq, 'token')}: "
                          f"use 0..{n_seq - 1}, or -1 for the last")
     return position % n_seq
 
@@ -56,5 +56,5 @@ def single_token(lm: LanguageModel, text: str) -> int:
         ids = ids[1:]
     if len(ids) != 1:
         pieces = ", ".join(f"{lm.token_text(i)!r} ({i})" for i in ids) or "none"
-        raise InputError(f"{text!r} is {len(ids)} tokens, not one: {pieces}; give one of them, or an id with --id")
+        raise InputError(f"{text!r} is {count(len(ids), 'token')}, not one: {pieces}; give one of them, or an id with --id")
     return ids[0]
