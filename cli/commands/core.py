@@ -128,7 +128,7 @@ Examples:
   llmx predict "The capital of France is" --top 5 --json | jq '.predictions[0]'
   llmx predict --jsonl --lines --top 1 < prompts.txt
   llmx predict "The capital of France is" --svg predictions.svg
-  llmx predict "When Mary and John went to the store, John gave a drink to" --ablate 9.6,9.9 --ablate-mode mean
+  llmx predict "When Mary and John went to the store, John gave a drink to" --ablate 10.0,9.mlp --ablate-mode mean
 """)
 @click.argument("text", required=False)
 @model_option
