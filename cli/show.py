@@ -167,3 +167,28 @@ def steer(model, text: str, add: str, sub: str, layer: int, coef: float = 5.0, m
     data = run(model_of(model), text, add, sub, layer, coef, max_tokens, Sampling(temperature=temperature), seed,
                on_notice=warn)
     return View(data, steer_view, "llmx steer", name_of(model))
+
+
+def attribute(model, text: str, target: str, foil: str | None = None, position: int = -1, top: int = 12) -> View:
+    """`llmx attribute TEXT --target T [--foil F]`: each component's share of the logit (difference)."""
+    from functools import partial
+
+    from .engine.interp import attribute as run
+    from .engine.interp import parse_token
+    from .views.why import attribute_view
+
+    lm = model_of(model)
+    data = run(lm, lm.prompt_ids(text), parse_token(lm, target), foil and parse_token(lm, foil), position,
+               on_notice=warn)
+    return View(data, partial(attribute_view, top=top), "llmx attribute", name_of(model))
+
+
+def patch(model, clean: str, corrupt: str, target: str, foil: str) -> View:
+    """`llmx patch CLEAN CORRUPT --target T --foil F`: activation patching, every site."""
+    from .engine.interp import parse_token
+    from .engine.interp import patch as run
+    from .views.why import patch_view
+
+    lm = model_of(model)
+    data = run(lm, lm.prompt_ids(clean), lm.prompt_ids(corrupt), parse_token(lm, target), parse_token(lm, foil))
+    return View(data, patch_view, "llmx patch", name_of(model))

@@ -28,6 +28,10 @@ VIEWS = [
     ("explain", (TEXT,), {"top": 3}, ["explain", TEXT, "--top", "3"]),
     ("steer", ("I hate you because", " Love", " Hate", 1), {"max_tokens": 5},
      ["steer", "I hate you because", "--add", " Love", "--sub", " Hate", "--layer", "1", "--max-tokens", "5"]),
+    ("attribute", (TEXT, " is"), {"foil": " was", "top": 4}, ["attribute", TEXT, "--target", " is", "--foil", " was",
+                                                              "--top", "4"]),
+    ("patch", ("Hullo, my name is", "Hullo, your name is", " John", " Mary"), {},
+     ["patch", "Hullo, my name is", "Hullo, your name is", "--target", " John", "--foil", " Mary"]),
 ]
 IDS = [" ".join(map(str, command)) for *_, command in VIEWS]
 

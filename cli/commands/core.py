@@ -15,6 +15,7 @@ from ..inputs import load_model, read_file, read_text
 from ..notices import warn
 from ..options import json_option, model_option, sampling_options, seed_option, svg_option
 from .common import current_width, emit_json, output, svg_errors
+from .why import ablated, ablation_options
 
 SVG_MAX_TOKENS = 5_000  # an SVG of more tokens is too large for a browser to show
 
@@ -127,14 +128,16 @@ Examples:
   llmx predict "The capital of France is" --top 5 --json | jq '.predictions[0]'
   llmx predict --jsonl --lines --top 1 < prompts.txt
   llmx predict "The capital of France is" --svg predictions.svg
+  llmx predict "When Mary and John went to the store, John gave a drink to" --ablate 10.0,9.mlp --ablate-mode mean
 """)
 @click.argument("text", required=False)
 @model_option
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many tokens to show.")
+@ablation_options
 @svg_option
 @json_option
 @batch_options
-def predict(text, model, top, svg, as_json, jsonl, lines):
+def predict(text, model, top, ablate, ablate_mode, svg, as_json, jsonl, lines):
     """Show the most likely next tokens after TEXT, with probabilities and logits.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT predicts the first token.
@@ -143,16 +146,18 @@ def predict(text, model, top, svg, as_json, jsonl, lines):
 
     if is_batch(text, jsonl, lines, svg):
         lm = load_model(model)
-        run_batch(jsonl, lines, lambda t, notice: record(model, predict_text(lm, t, top, notice)))
+        run_batch(jsonl, lines, lambda t, notice: record(model, predict_text(lm, t, top, notice, ablate,
+                                                                              ablate_mode)))
         return
     text = read_text(text)
     lm = load_model(model)
-    output(model, predict_text(lm, text, top, warn), predictions_view, as_json, svg, "llmx predict")
+    output(model, predict_text(lm, text, top, warn, ablate, ablate_mode), predictions_view, as_json, svg,
+           "llmx predict")
 
 
-def predict_text(lm, text: str, top: int, notice) -> Predictions:
+def predict_text(lm, text: str, top: int, notice, ablate=(), ablate_mode: str = "zero") -> Predictions:
     ids = lm.fit(lm.prompt_ids(text), notice, doing="predicting from")  # the engine's context policy
-    return Predictions(len(ids), lm.predict(ids, top))
+    return Predictions(len(ids), ablated(lm, ablate, ablate_mode, ids).predict(ids, top))
 
 
 @click.command("continue", epilog="""\b
@@ -163,6 +168,7 @@ Examples:
   grep -i everest notes.txt | llmx continue --context - "Q: How high is Mt. Everest?" --max-tokens 20
   llmx continue --jsonl questions.jsonl --seed 1 --max-tokens 20 > answers.jsonl
   llmx continue "Hullo, my name is" --seed 1 --svg continuation.svg
+  llmx continue "The capital of France is" --temperature 0 --max-tokens 5 --ablate 0.mlp
 """)
 @click.argument("text", required=False)
 @model_option
@@ -177,11 +183,12 @@ Examples:
 @click.option("--context", metavar="FILE",
               help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
                    "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
+@ablation_options
 @svg_option
 @json_option
 @batch_options
-def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, svg, as_json, jsonl,
-              lines):
+def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, ablate, ablate_mode, svg,
+              as_json, jsonl, lines):
     """Continue TEXT, streaming tokens to stdout as they are sampled.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT starts from <|endoftext|>.
@@ -196,7 +203,7 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     context = read_file(context) if context is not None else None
     text = None if batch else read_text(text)
     options = dict(sampling=Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed=seed,
-                   stop=tuple(map(unescape, stop)))
+                   stop=tuple(map(unescape, stop)), ablation=(ablate, ablate_mode))
     lm = load_model(model)
     if batch:
         run_batch(jsonl, lines, lambda t, notice: record(model, continued_data(
@@ -241,8 +248,9 @@ def prompt_text(text: str, context: str | None) -> str:
     return context.rstrip() + SEPARATOR + text
 
 
-def start_generation(lm, text: str, context: str | None, max_tokens: int, notice, **options):
-    """A `Generation` continuing TEXT, after the context if there is one (cut from its start to fit)."""
+def start_generation(lm, text: str, context: str | None, max_tokens: int, notice, ablation=((), "zero"), **options):
+    """A `Generation` continuing TEXT, after the context if there is one (cut from its start to fit), with the
+    (units, mode) of `ablation` knocked out (mean: over the prompt)."""
     if context is None:
         ids = lm.prompt_ids(text)
     else:
@@ -255,7 +263,8 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
                    f"context of {lm.config.n_ctx} tokens with --max-tokens {max_tokens}: dropped the first "
                    f"{count(prompt.dropped, 'token')} of the context{whole}")
         ids = prompt.ids
-    return lm.generate(ids, max_tokens, on_notice=notice, **options)
+    return ablated(lm, *ablation, lm.fit(ids, reserve=max_tokens)).generate(ids, max_tokens, on_notice=notice,
+                                                                             **options)
 
 
 def finish(generation):

@@ -10,6 +10,7 @@ from ..inputs import load_model, read_text
 from ..notices import warn
 from ..options import json_option, model_option, svg_option
 from .common import output
+from .why import ablated, ablation_options
 
 
 @click.command(epilog="""\b
@@ -19,6 +20,7 @@ Examples:
   cat essay.txt | llmx score --stride 512 --json | jq .bits_per_byte
   llmx score --jsonl --lines < sentences.txt > scores.jsonl
   llmx score "The capital of France is Paris." --svg surprisal.svg
+  llmx score "The capital of France is Paris." --ablate 0.1,1.mlp --json | jq .perplexity
 """)
 @click.argument("text", required=False)
 @model_option
@@ -28,10 +30,11 @@ Examples:
 @click.option("--stride", type=click.IntRange(min=1), metavar="N",
               help="For a text longer than the context: score it in sliding windows that each score N new "
                    "tokens (default: half the context).")
+@ablation_options
 @svg_option
 @json_option
 @batch_options
-def score(text, model, bos, stride, svg, as_json, jsonl, lines):
+def score(text, model, bos, stride, ablate, ablate_mode, svg, as_json, jsonl, lines):
     """Show how surprising each token of TEXT is to the model: its log-probability (natural log)
     and surprisal in bits; then the mean negative log-likelihood (nats/token), the perplexity
     and the bits per byte (over the UTF-8 bytes of the scored tokens).
@@ -42,13 +45,17 @@ def score(text, model, bos, stride, svg, as_json, jsonl, lines):
 
     if is_batch(text, jsonl, lines, svg):
         lm = load_model(model)
-        run_batch(jsonl, lines, lambda t, notice: record(model, score_text(lm, t, bos, stride, notice)))
+        run_batch(jsonl, lines, lambda t, notice: record(model, score_text(lm, t, bos, stride, notice, ablate,
+                                                                                  ablate_mode)))
         return
     text = read_text(text)
     lm = load_model(model)
-    output(model, score_text(lm, text, bos, stride, warn), score_view, as_json, svg, "llmx score")
+    output(model, score_text(lm, text, bos, stride, warn, ablate, ablate_mode), score_view, as_json, svg,
+           "llmx score")
 
 
-def score_text(lm, text: str, bos: bool, stride: int | None, notice):
-    """The `data.Scores` of TEXT."""
-    return scores_data(lm.score(lm.tokenizer.encode(text), bos=bos, stride=stride, on_notice=notice))
+def score_text(lm, text: str, bos: bool, stride: int | None, notice, ablate=(), ablate_mode: str = "zero"):
+    """The `data.Scores` of TEXT, with the `ablate` units knocked out (mean: over the text's last n_ctx tokens)."""
+    ids = lm.tokenizer.encode(text)
+    lm = ablated(lm, ablate, ablate_mode, ids)
+    return scores_data(lm.score(ids, bos=bos, stride=stride, on_notice=notice))

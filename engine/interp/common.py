@@ -48,13 +48,13 @@ def is_tied(lm: LanguageModel) -> bool:
     return lm.weights.unembed is lm.weights.embed or np.may_share_memory(lm.weights.unembed, lm.weights.embed)
 
 
-def single_token(lm: LanguageModel, text: str) -> int:
-    """The id of `text` when it is exactly one token; otherwise an error listing its tokens."""
+def single_token(lm: LanguageModel, text: str, other: str = "an id with --id") -> int:
+    """The id of `text` when it is exactly one token; otherwise an error listing its tokens (and `other` way)."""
     tok = lm.tokenizer
     ids = tok.encode(text)
     if tok.add_bos and ids[:1] == [tok.bos_id]:
         ids = ids[1:]
     if len(ids) != 1:
         pieces = ", ".join(f"{lm.token_text(i)!r} ({i})" for i in ids) or "none"
-        raise InputError(f"{text!r} is {count(len(ids), 'token')}, not one: {pieces}; give one of them, or an id with --id")
+        raise InputError(f"{text!r} is {count(len(ids), 'token')}, not one: {pieces}; give one of them, or {other}")
     return ids[0]
