@@ -6,6 +6,9 @@ stdout stays data (`llmx ... | other-tool`); Rich is imported only when a notice
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
 import click
 
 
@@ -21,6 +24,23 @@ def note(message: str) -> None:
 
 def saved(path: str) -> None:
     show(f"saved {escaped(path)}")
+
+
+@contextmanager
+def progress(what: str):
+    """A progress bar on stderr for long work, fed by the engine's `on_progress(done, total)` callbacks;
+    only on a terminal (a file or a pipe gets nothing), and gone when the work is done."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .render import stderr_console
+
+    with Progress(TextColumn(escaped(what)), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr_console(), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def error(message: str) -> None:

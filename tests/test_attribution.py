@@ -125,7 +125,11 @@ def test_patching_the_one_different_position_at_block_0_restores_everything(lm64
     clean, corrupt = lm64.prompt_ids(CLEAN), lm64.prompt_ids(CORRUPT)
     p = DIFFERENT_AT + (len(clean) - 14)  # after a start token, where the model puts one
     assert [i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b] == [p]
-    r = patch(lm64, clean, corrupt, parse_token(lm64, " Mary"), parse_token(lm64, " John"))
+    ticks = []
+    r = patch(lm64, clean, corrupt, parse_token(lm64, " Mary"), parse_token(lm64, " John"),
+              on_progress=lambda done, total: ticks.append((done, total)))
+    total = lm64.config.n_layer * (3 * len(clean) + lm64.config.n_head)  # every site heard once, in order
+    assert ticks == [(done, total) for done in range(1, total + 1)]
     # float64: the patched run is the clean run computed from position p on with the cache; ~1e-15 from it
     assert r.resid_pre[0][p] == pytest.approx(1, abs=1e-9)
     assert all(v == 0 for i, v in enumerate(r.resid_pre[0]) if i != p)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from ..inputs import load_model, read_text
-from ..notices import warn
+from ..notices import progress, warn
 from ..options import json_option, model_option, svg_option
 from .common import output
 
@@ -82,7 +82,9 @@ def patch(clean, corrupt, model, target, foil, svg, as_json):
     from ..views.why import patch_view
 
     lm = load_model(model)
-    result = run(lm, lm.prompt_ids(clean), lm.prompt_ids(corrupt), parse_token(lm, target), parse_token(lm, foil))
+    with progress("patching") as on_progress:
+        result = run(lm, lm.prompt_ids(clean), lm.prompt_ids(corrupt), parse_token(lm, target), parse_token(lm, foil),
+                     on_progress=on_progress)
     output(model, result, patch_view, as_json, svg, "llmx patch")
 
 

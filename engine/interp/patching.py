@@ -14,6 +14,7 @@ and corrupted activations are equal is not run: patching it changes nothing, so 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -84,10 +85,16 @@ def prefix(cache: KVCache, length: int, n_seq: int) -> KVCache:
 class Runner:
     """The corrupted prompt, run again with hooks: the logit difference at its last position."""
 
-    def __init__(self, lm: LanguageModel, ids: list[int], target: int, foil: int):
+    def __init__(self, lm: LanguageModel, ids: list[int], target: int, foil: int, on_progress, total: int):
         self.lm, self.ids, self.target, self.foil = lm, ids, target, foil
         logits, self.cache = lm.forward(ids)
         self.ld = self.difference(logits)
+        self.on_progress, self.done, self.total = on_progress, 0, total
+
+    def tick(self) -> None:
+        """One site done (run or skipped): tell `on_progress`."""
+        self.done += 1
+        self.on_progress(self.done, self.total)
 
     def difference(self, logits: np.ndarray) -> float:
         return float(logits[self.target]) - float(logits[self.foil])
@@ -114,6 +121,7 @@ def patch_positions(runner: Runner, clean: Trace, corrupt: Trace, site: str, n_l
         for p in range(len(runner.ids)):
             same = np.array_equal(clean[name][p], corrupt[name][p])
             row.append(0.0 if same else scale(runner.run(replace_row(name, p, clean[name][p]), start=p)))
+            runner.tick()
         grid.append(row)
     return grid
 
@@ -128,20 +136,24 @@ def patch_heads(runner: Runner, clean: Trace, corrupt: Trace, n_layer: int, n_he
             differ = np.flatnonzero((clean[name][:, h] != corrupt[name][:, h]).any(axis=-1))  # positions
             row.append(0.0 if not len(differ) else scale(runner.run(replace_head(name, h, clean[name]),
                                                                     start=int(differ[0]))))
+            runner.tick()
         grid.append(row)
     return grid
 
 
 def patch(lm: LanguageModel, clean_ids: list[int], corrupt_ids: list[int], target: TokenRef,
-          foil: TokenRef) -> Patching:
-    """Activation patching of every site (see the module) from the clean prompt into the corrupted one."""
+          foil: TokenRef, on_progress: Callable[[int, int], None] = lambda done, total: None) -> Patching:
+    """Activation patching of every site (see the module) from the clean prompt into the corrupted one;
+    `on_progress(done, total)` hears after each site (one forward pass each: this takes a while)."""
     check_same_length(lm, clean_ids, corrupt_ids)
     check_length(lm, clean_ids)
     if foil.id == target.id:
         raise InputError(f"the target and the foil are the same token ({target.token!r}): give two different tokens")
     clean, clean_logits = clean_activations(lm, clean_ids)
     corrupt, _ = clean_activations(lm, corrupt_ids)
-    runner = Runner(lm, list(corrupt_ids), target.id, foil.id)
+    cfg = lm.config
+    total = cfg.n_layer * (len(POSITION_SITES) * len(corrupt_ids) + cfg.n_head)
+    runner = Runner(lm, list(corrupt_ids), target.id, foil.id, on_progress, total)
     clean_ld = runner.difference(clean_logits)
     if clean_ld == runner.ld:
         raise InputError(f"the clean and corrupted prompts give the same logit difference ({clean_ld:.4g}), so there "
@@ -150,7 +162,6 @@ def patch(lm: LanguageModel, clean_ids: list[int], corrupt_ids: list[int], targe
     def scale(ld: float) -> float:
         return (ld - runner.ld) / (clean_ld - runner.ld)
 
-    cfg = lm.config
     grids = {site: patch_positions(runner, clean, corrupt, site, cfg.n_layer, scale) for site in POSITION_SITES}
     return Patching(clean_tokens=token_texts(lm, clean_ids), corrupt_tokens=token_texts(lm, corrupt_ids),
                     target=target, foil=foil, clean_ld=clean_ld, corrupt_ld=runner.ld, **grids,
