@@ -23,7 +23,8 @@ class Lora:
 
     rank: int
     alpha: float
-    # linear stem ("blocks.3.w_qkv") -> ((module name, first row, end row), ...), e.g. ("q_proj", 0, 576)
+    # linear stem ("blocks.3.w_qkv") -> ((module name, first row, end row, Hugging Face module path), ...),
+    # e.g. ("q_proj", 0, 576, "model.layers.3.self_attn.q_proj")
     slices: dict = field(default_factory=dict)
 
     @property
@@ -35,7 +36,7 @@ def dense_forward(x, params: dict, stem: str, lora: Lora | None):
     """A linear layer plus its LoRA slices: y[..., lo:hi] += scale * (x A^T) B^T. Saves (x, [x A^T, ...])."""
     y = L.linear_forward(x, params[f"{stem}.w"], params.get(f"{stem}.b"))
     low = []
-    for name, lo, hi in (lora.slices.get(stem, ()) if lora else ()):
+    for name, lo, hi, _ in (lora.slices.get(stem, ()) if lora else ()):
         xa = x @ params[f"{stem}.lora.{name}.A"].T  # [..., in] -> [..., rank]
         y[..., lo:hi] += x.dtype.type(lora.scale) * (xa @ params[f"{stem}.lora.{name}.B"].T)
         low.append(xa)
@@ -51,7 +52,7 @@ def dense_backward(dy, saved, params: dict, stem: str, lora: Lora | None, grads:
         grads[f"{stem}.w"] = dw
         if f"{stem}.b" in params:
             grads[f"{stem}.b"] = db
-    for (name, lo, hi), xa in zip(lora.slices.get(stem, ()) if lora else (), low):
+    for (name, lo, hi, _), xa in zip(lora.slices.get(stem, ()) if lora else (), low):
         a, b = params[f"{stem}.lora.{name}.A"], params[f"{stem}.lora.{name}.B"]
         dy_slice = dy[..., lo:hi] * dy.dtype.type(lora.scale)
         dxa, db_lora, _ = L.linear_backward(dy_slice, xa, b)  # through B: [..., out] -> [..., rank]
@@ -136,7 +137,7 @@ class Tape:
     blocks: list  # each block's saved activations
     ln_final: tuple
     x_final: np.ndarray  # [batch, n_seq, n_embd] after the final norm
-    loss: tuple  # cross_entropy_forward's saved values
+    loss: tuple | None  # cross_entropy_forward's saved values, once the loss is computed
 
 
 def unembed_matrix(params: dict) -> np.ndarray:
@@ -145,6 +146,13 @@ def unembed_matrix(params: dict) -> np.ndarray:
 
 def train_forward(params: dict, cfg: Config, ids, targets, mask, lora: Lora | None = None) -> tuple[float, Tape]:
     """Mean cross-entropy of predicting `targets` [batch, n_seq] after `ids`, over positions where `mask` is 1."""
+    logits, tape = logits_forward(params, cfg, ids, lora)
+    loss, tape.loss = L.cross_entropy_forward(logits, np.asarray(targets), np.asarray(mask))
+    return loss, tape
+
+
+def logits_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> tuple[np.ndarray, Tape]:
+    """Logits [batch, n_seq, n_vocab] of every position, and the tape of activations that led to them."""
     ids = np.asarray(ids)
     n_seq = ids.shape[1]
     dtype = params["embed"].dtype
@@ -158,8 +166,7 @@ def train_forward(params: dict, cfg: Config, ids, targets, mask, lora: Lora | No
         saved.append(s)
     x, ln = norm_forward(x, params, "ln_final", cfg)
     logits = x @ unembed_matrix(params).T  # [batch, n_seq, n_embd] -> [batch, n_seq, n_vocab]
-    loss, ce = L.cross_entropy_forward(logits, np.asarray(targets), np.asarray(mask))
-    return loss, Tape(ids, rope, saved, ln, x, ce)
+    return logits, Tape(ids, rope, saved, ln, x, None)
 
 
 def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora | None = None) -> dict:
