@@ -221,6 +221,7 @@ READER_GONE_ARGS = {  # arguments that make each command print something
     ("score",): ["--jsonl", "--lines"], ("models",): [], ("models", "show"): [], ("explain",): ["Hullo"],
     ("lens",): ["Hullo"], ("attention",): ["Hullo", "--layer", "0"], ("heads",): ["--seq-len", "4"],
     ("neighbors",): [" Paris"], ("steer",): ["Hi", "--add", " Love", "--sub", " Hate", "--layer", "0"],
+    ("finetune",): ["--help"], ("finetune", "merge"): ["--help"],  # they write files; stdout has only their help
 }
 
 
