@@ -149,6 +149,28 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues_as_one_run(tin
     assert straight != (tmp_path / "half" / "adapter_model.safetensors").read_bytes()
 
 
+def test_a_real_ctrl_c_finishes_the_step_under_way(tiny_gpt2, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from llmx.engine.train import finetune
+
+    real = finetune.train_step
+
+    def signalled(*args, **kwargs):
+        if args[3]["step"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # during the second step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "train_step", signalled)
+    text = tmp_path / "text.txt"
+    text.write_text("Now is the winter of our discontent. " * 20)
+    r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"))
+    assert r.exit_code == 130 and "stopping after this step" in r.stderr
+    assert json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
 def test_resume_refuses_other_options(tiny_gpt2, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("Friends, Romans, countrymen, lend me your ears. " * 20)

@@ -91,15 +91,19 @@ def run(lm, model, options, data, valid_file, valid_fraction, train_on_prompt, o
 
     def on_step(p) -> None:
         update(p)
+        stop.check()
         if log:
             log.write(json.dumps({"step": p.step, "loss": p.loss, "val_loss": p.val_loss, "lr": p.lr,
                                   "tok_s": p.tok_s}) + "\n")
             log.flush()
 
+    stop = StopAfterStep()
     try:
-        with training_progress(options.steps, tune.step) as update:
+        with training_progress(options.steps, tune.step) as update, stop:
             tune.run(on_step, lambda step: tune.save(out, merge=merge, base=model), rest["save_every"])
     except KeyboardInterrupt:
+        if stop.at_once:  # the step under way may have updated some weights and not others: nothing to save
+            raise
         tune.save(out, merge=merge, base=model)
         saved(f"{out} (step {tune.step}; continue with --resume {out})")
         raise
@@ -108,6 +112,38 @@ def run(lm, model, options, data, valid_file, valid_fraction, train_on_prompt, o
             log.close()
     tune.save(out, merge=merge, base=model)
     saved(str(out))
+
+
+class StopAfterStep:
+    """Ctrl-C while training: finish the step under way (so no half-updated weights are saved), then raise
+    KeyboardInterrupt; a second Ctrl-C interrupts at once."""
+
+    asked = at_once = False
+
+    def __enter__(self):
+        import signal
+
+        self.previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self.ask)
+        return self
+
+    def ask(self, signum, frame) -> None:
+        if self.asked:
+            self.at_once = True
+            raise KeyboardInterrupt
+        self.asked = True
+        from ..notices import note
+
+        note("stopping after this step (Ctrl-C again to stop at once, without saving)")
+
+    def check(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
 
 
 @finetune.command(epilog="""\b
