@@ -102,14 +102,21 @@ def apply_adapter(model, directory: Path):
 
 
 def save_model_folder(directory: Path, params: dict, model) -> None:
-    """A Hugging Face model folder: the base's config.json and tokenizer files, and model.safetensors."""
+    """A Hugging Face model folder: model.safetensors, and the base's config.json and tokenizer files (from a GGUF
+    base, written from its metadata: see hffiles.py)."""
     base = Path(model.path)
-    if base.is_file():
-        raise InputError(f"{base.name} is a GGUF file: llmx writes full model folders only from a Hugging Face "
-                         "folder base for now; save the LoRA adapter (without --merge) and use it with --adapter")
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json"):
-        if (base / name).is_file():
-            shutil.copy(base / name, directory / name)
+    if base.is_file():
+        from ..arch import for_gguf
+        from ..formats import gguf
+        from .hffiles import write_gguf_companions
+
+        header = gguf.read_gguf_header(base, arrays=False)
+        arch = for_gguf(header.meta.get("general.architecture"), base.name)
+        write_gguf_companions(directory, base, model.config, model.tokenizer, arch.GGUF_PRE_TOKENIZER)
+    else:
+        for name in ("config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                     "tokenizer_config.json", "special_tokens_map.json"):
+            if (base / name).is_file():
+                shutil.copy(base / name, directory / name)
     write_safetensors(directory / "model.safetensors", hf_tensors(params, model.config))
