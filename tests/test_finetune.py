@@ -102,9 +102,10 @@ def test_finetune_cli_end_to_end(tiny_gpt2, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert f"saved {out}" in r.stderr and r.stdout == ""
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2, 3, 4]
-    assert set(lines[0]) == {"step", "loss", "val_loss", "lr", "tok_s"} and lines[1]["val_loss"] is not None
-    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3, 4]  # step 0: the validation loss before training
+    assert set(lines[0]) == {"step", "loss", "val_loss", "lr", "tok_s"} and lines[0]["loss"] is None
+    assert [line["val_loss"] is not None for line in lines] == [True, False, True, False, True]
+    assert lines[-1]["loss"] < lines[1]["loss"] and lines[-1]["val_loss"] < lines[0]["val_loss"]
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "checkpoint"]
     r = run("predict", "-m", str(tiny_gpt2), "--adapter", str(out), "--json", "To be, or not")
     plain = run("predict", "-m", str(tiny_gpt2), "--json", "To be, or not")

@@ -21,6 +21,7 @@ def training_progress(total: int, done: int):
         def update(p) -> None:
             val["loss"] = p.val_loss if p.val_loss is not None else val["loss"]
             shown = f"val {val['loss']:.3f}" if val["loss"] is not None else "val -"
-            bar.update(task, completed=p.step, stats=f"loss {p.loss:.3f}  {shown}  {p.tok_s:,.0f} tok/s")
+            loss = f"loss {p.loss:.3f}" if p.loss is not None else "loss -"
+            bar.update(task, completed=p.step, stats=f"{loss}  {shown}  {p.tok_s:,.0f} tok/s")
 
         yield update

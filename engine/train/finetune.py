@@ -44,7 +44,7 @@ class FinetuneOptions:
 @dataclass(frozen=True)
 class Progress:
     step: int  # steps done
-    loss: float
+    loss: float | None  # None before the first step
     val_loss: float | None
     lr: float
     tok_s: float  # training tokens per second in this step
@@ -93,6 +93,8 @@ class Finetune:
     def run(self, on_step=lambda progress: None, on_save=lambda step: None, save_every: int | None = None):
         """Train up to options.steps, calling on_step(Progress) after each step (and on_save after a checkpoint)."""
         o = self.options
+        if self.step == 0 and self.valid is not None:  # where validation starts, to see how far it falls
+            on_step(Progress(0, None, self.validation_loss(), 0.0, 0.0))
         while self.step < o.steps:
             started, lr = time.perf_counter(), schedule(self.step, o.lr, o.warmup, o.steps)
             result = train_step(self.params, self.model.config, self.batches(), self.state, self.opt, lr,
