@@ -246,3 +246,15 @@ def test_a_folder_from_smollm2_gguf_exports_its_tokenizer_as_tokenizer_json(tmp_
     check_gguf_export(test_data("SmolLM2-135M-Instruct.Q4_1.gguf"), tmp_path / "smol")
     assert json.loads((tmp_path / "smol" / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"][0] == {
         "type": "Digits", "individual_digits": True}
+
+
+def test_a_data_folder_reads_its_text_and_jsonl_files(tiny_gpt2, tmp_path):
+    tokenizer = load(str(tiny_gpt2)).tokenizer
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("one two three four five six seven")
+    (tmp_path / "data" / "b.jsonl").write_text(json.dumps({"prompt": "Q: 2+2? A:", "completion": " 4"}) + "\n")
+    (tmp_path / "data" / "notes.md").write_text("not read")
+    both = load_data([str(tmp_path / "data")], tokenizer, 4)
+    apart = [load_data([str(tmp_path / "data" / name)], tokenizer, 4) for name in ("a.txt", "b.jsonl")]
+    assert both.tokens.tolist() == apart[0].tokens.tolist() + apart[1].tokens.tolist()
+    assert both.mask.tolist() == apart[0].mask.tolist() + apart[1].mask.tolist()

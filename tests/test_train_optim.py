@@ -164,3 +164,10 @@ def test_hf_names_of_a_llama_split_fused_rows(tiny_llama):
     tensors = hf_tensors(to_params(model.weights), model.config)
     assert tensors["model.layers.0.self_attn.k_proj.weight"].shape == (32, 64)
     assert tensors["model.layers.1.mlp.up_proj.weight"].shape == (128, 64)
+
+
+def test_params_are_row_major_copies_or_shared_frozen_arrays(tiny_gpt2):
+    weights = load(str(tiny_gpt2)).weights
+    copied, shared = to_params(weights), to_params(weights, copy=False)
+    assert all(a.flags.c_contiguous and a.dtype == np.float32 for a in [*copied.values(), *shared.values()])
+    assert not np.shares_memory(copied["embed"], weights.embed) and shared["embed"] is weights.embed

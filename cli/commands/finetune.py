@@ -23,7 +23,7 @@ Examples:
 @click.group(invoke_without_command=True, epilog=EXAMPLES)
 @model_option
 @click.option("--data", multiple=True, metavar="FILE", help="Training text (.txt ...) or JSONL (.jsonl: \"text\", "
-              "or \"prompt\" and \"completion\"); repeat for several files.")
+              "or \"prompt\" and \"completion\"), or a folder of them; repeat --data for several.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR", help="Where to write the adapter (or model).")
 @click.option("--valid", "valid_file", metavar="FILE", help="Validation data, in the same formats as --data.")
 @click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),

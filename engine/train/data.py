@@ -93,9 +93,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def files(paths: list[str]) -> list[str]:
+    """The paths, with each folder replaced by the *.txt and *.jsonl files in it, by name."""
+    out = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix in (".txt", ".jsonl") and p.is_file())
+            if not found:
+                raise InputError(f"folder {name} has no .txt or .jsonl files: give files or a folder with some")
+            out += found
+        else:
+            out.append(name)
+    return out
+
+
 def load_data(paths: list[str], tokenizer: Tokenizer, n_ctx: int, train_on_prompt: bool = False) -> Dataset:
-    """Text files (any name but *.jsonl) and JSONL files, as one Dataset."""
+    """Text files (any name but *.jsonl), JSONL files and folders of them, as one Dataset."""
     texts, pairs = [], []
+    paths = files(paths)
     for name in paths:
         path = Path(name)
         try:

@@ -57,7 +57,7 @@ class Finetune:
         if options.batch % options.accumulate:
             raise InputError(f"--batch {options.batch} is not a multiple of --accumulate {options.accumulate}")
         self.model, self.options, self.train, self.valid = model, options, train, valid
-        self.params = to_params(model.weights)
+        self.params = to_params(model.weights, copy=options.full)  # LoRA leaves the base as it is: shared
         if options.full:
             self.lora, self.trainable = None, set(self.params)
         else:

@@ -9,9 +9,10 @@ from ..model import Block, Config, Linear, Norm, Weights
 LINEARS = ("w_qkv", "w_o", "w_in", "w_out")
 
 
-def to_params(weights: Weights, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Fresh contiguous copies of every weight, named `embed`, `blocks.0.w_qkv.w`, `ln_final.g`, ...:
-    a tied unembedding appears once, as `embed`."""
+def to_params(weights: Weights, dtype=np.float32, *, copy: bool = True) -> dict[str, np.ndarray]:
+    """Contiguous arrays of every weight, named `embed`, `blocks.0.w_qkv.w`, `ln_final.g`, ...: a tied unembedding
+    appears once, as `embed`. copy=False shares the arrays already in `dtype` and row-major (for weights that stay
+    frozen, as LoRA's base: half the memory); copy=True makes fresh ones that training may change in place."""
     params = {"embed": weights.embed}
     if weights.pos_embed is not None:
         params["pos_embed"] = weights.pos_embed
@@ -26,7 +27,9 @@ def to_params(weights: Weights, dtype=np.float32) -> dict[str, np.ndarray]:
             params[f"ln_final.{key}"] = value
     if weights.unembed is not weights.embed:
         params["unembed"] = weights.unembed
-    return {name: np.array(value, dtype=dtype, order="C") for name, value in params.items()}
+    if copy:
+        return {name: np.array(value, dtype=dtype, order="C") for name, value in params.items()}
+    return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}
 
 
 def _fields(part) -> list:
