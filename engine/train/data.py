@@ -35,8 +35,8 @@ class Dataset:
         if n_valid >= len(self):
             raise InputError(f"--valid-fraction {fraction} leaves no training rows of {len(self)}: "
                              "give more data or a smaller fraction")
-        pick = lambda rows: Dataset(self.tokens[np.sort(rows)], self.mask[np.sort(rows)])  # noqa: E731
-        return pick(order[n_valid:]), pick(order[:n_valid])
+        train, valid = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+        return Dataset(self.tokens[train], self.mask[train]), Dataset(self.tokens[valid], self.mask[valid])
 
 
 def end_of_text(tokenizer: Tokenizer) -> int:
