@@ -41,8 +41,12 @@ def decode_utf8(data: bytes, where: str) -> str:
                          "convert it first, e.g. with `iconv -t utf-8`") from None
 
 
-def load_model(name: str):
+def load_model(name: str, adapter: str | None = None):
+    """The model `name`, with the command's --adapter (see options.model_option) unless `adapter` is given."""
     from .engine import load
     from .notices import note
+    from .options import ADAPTER
 
-    return load(name, on_notice=note)
+    ctx = click.get_current_context(silent=True)
+    adapter = adapter or (ctx.meta.get(ADAPTER) if ctx is not None else None)
+    return load(name, on_notice=note, adapter=adapter)

@@ -21,15 +21,22 @@ from .packed import packed
 from .tokenizer import Tokenizer, gguf_tokenizer
 
 
-def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None) -> LanguageModel:
-    """The model `name`; `on_notice` hears what a person may want to know (a download, a one-time packing)."""
+def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None,
+         adapter: str | None = None) -> LanguageModel:
+    """The model `name`; `on_notice` hears what a person may want to know (a download, a one-time packing).
+    `adapter`: a folder with a PEFT LoRA adapter (from `llmx finetune`), merged into the weights."""
     path = locate(name)
     if path.is_file():
         config, weights, tokenizer = load_gguf(path)
     else:
         config, weights, tokenizer = load_hf_directory(path)  # the tokenizer is checked before the pack is written
         weights = packed(weights, safetensors_files(path), on_notice)  # a no-op when every matrix is [out, in]
-    return LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
+    model = LanguageModel(name=name, path=path, config=config, weights=weights, tokenizer=tokenizer)
+    if adapter is not None:
+        from .train.export import apply_adapter
+
+        model = apply_adapter(model, Path(adapter))
+    return model
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:

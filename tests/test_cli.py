@@ -222,6 +222,7 @@ READER_GONE_ARGS = {  # arguments that make each command print something
     ("lens",): ["Hullo"], ("attention",): ["Hullo", "--layer", "0"], ("heads",): ["--seq-len", "4"],
     ("neighbors",): [" Paris"], ("steer",): ["Hi", "--add", " Love", "--sub", " Hate", "--layer", "0"],
     ("attribute",): ["Hullo", "--target", " Paris"], ("patch",): ["Hi", "Ha", "--target", " Paris", "--foil", " Rome"],
+    ("finetune",): ["--help"], ("finetune", "merge"): ["--help"],  # they write files; stdout has only their help
 }
 
 

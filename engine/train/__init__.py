@@ -1,0 +1,1 @@
+"""Training: a NumPy backward pass beside each forward step, AdamW, LoRA."""

@@ -1,0 +1,191 @@
+"""The training forward pass, which keeps every activation the backward pass needs, and that backward pass.
+
+Parameters are a flat dict of arrays with the engine's names (`embed`, `blocks.0.w_qkv.w`, `blocks.0.ln1.g`,
+`ln_final.b`, ...; see `params.py`), so an optimizer can walk them; the frozen inference `Weights` stay as they
+are and `model.forward` stays as fast as it is. LoRA adapters (see `lora.py`) are parameters too,
+`blocks.0.w_qkv.lora.q_proj.A` and `.B`, added to slices of a linear layer's output rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..model import Config
+from ..nn import rope_tables
+from . import layers as L
+
+
+@dataclass(frozen=True)
+class Lora:
+    """Low-rank adapters: W x + (alpha / rank) B A x on each slice of rows a Hugging Face module owns."""
+
+    rank: int
+    alpha: float
+    # linear stem ("blocks.3.w_qkv") -> ((module name, first row, end row, Hugging Face module path), ...),
+    # e.g. ("q_proj", 0, 576, "model.layers.3.self_attn.q_proj")
+    slices: dict = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+def dense_forward(x, params: dict, stem: str, lora: Lora | None):
+    """A linear layer plus its LoRA slices: y[..., lo:hi] += scale * (x A^T) B^T. Saves (x, [x A^T, ...])."""
+    y = L.linear_forward(x, params[f"{stem}.w"], params.get(f"{stem}.b"))
+    low = []
+    for name, lo, hi, _ in (lora.slices.get(stem, ()) if lora else ()):
+        xa = x @ params[f"{stem}.lora.{name}.A"].T  # [..., in] -> [..., rank]
+        y[..., lo:hi] += x.dtype.type(lora.scale) * (xa @ params[f"{stem}.lora.{name}.B"].T)
+        low.append(xa)
+    return y, (x, low)
+
+
+def dense_backward(dy, saved, params: dict, stem: str, lora: Lora | None, grads: dict, trainable) -> np.ndarray:
+    """dx of a linear layer with its adapters; adds dW, db, dA, dB to `grads` for the trainable ones."""
+    x, low = saved
+    w = params[f"{stem}.w"]
+    dx, dw, db = L.linear_backward(dy, x, w, want_w=f"{stem}.w" in trainable)
+    if dw is not None:
+        grads[f"{stem}.w"] = dw
+        if f"{stem}.b" in params:
+            grads[f"{stem}.b"] = db
+    for (name, lo, hi, _), xa in zip(lora.slices.get(stem, ()) if lora else (), low):
+        a, b = params[f"{stem}.lora.{name}.A"], params[f"{stem}.lora.{name}.B"]
+        dy_slice = dy[..., lo:hi] * dy.dtype.type(lora.scale)
+        dxa, db_lora, _ = L.linear_backward(dy_slice, xa, b)  # through B: [..., out] -> [..., rank]
+        dx_lora, da, _ = L.linear_backward(dxa, x, a)  # through A: [..., rank] -> [..., in]
+        dx += dx_lora
+        grads[f"{stem}.lora.{name}.A"], grads[f"{stem}.lora.{name}.B"] = da, db_lora
+    return dx
+
+
+def norm_forward(x, params: dict, stem: str, cfg: Config):
+    if cfg.norm == "layernorm":
+        return L.layernorm_forward(x, params[f"{stem}.g"], params[f"{stem}.b"], cfg.norm_eps)
+    return L.rmsnorm_forward(x, params[f"{stem}.g"], cfg.norm_eps)
+
+
+def norm_backward(dy, saved, params: dict, stem: str, cfg: Config, grads: dict) -> np.ndarray:
+    if cfg.norm == "layernorm":
+        dx, grads[f"{stem}.g"], grads[f"{stem}.b"] = L.layernorm_backward(dy, saved, params[f"{stem}.g"])
+    else:
+        dx, grads[f"{stem}.g"] = L.rmsnorm_backward(dy, saved, params[f"{stem}.g"])
+    return dx
+
+
+def split_heads(fused: np.ndarray, cfg: Config):
+    """[batch, n_seq, (n_head + 2 n_kv_head) d_head] -> q [batch, n_head, n_seq, d_head], k, v [.., n_kv_head, ..]."""
+    batch, n_seq, _ = fused.shape
+    n_q, n_kv = cfg.n_head * cfg.d_head, cfg.n_kv_head * cfg.d_head
+
+    def heads(part, n):
+        return part.reshape(batch, n_seq, n, cfg.d_head).transpose(0, 2, 1, 3)
+
+    return (heads(fused[..., :n_q], cfg.n_head), heads(fused[..., n_q:n_q + n_kv], cfg.n_kv_head),
+            heads(fused[..., n_q + n_kv:], cfg.n_kv_head))
+
+
+def merge_heads(*parts: np.ndarray) -> np.ndarray:
+    """The inverse of split_heads (or of one head group): [batch, n, n_seq, d_head] ... -> [batch, n_seq, width]."""
+    return np.concatenate([p.transpose(0, 2, 1, 3).reshape(p.shape[0], p.shape[2], -1) for p in parts], axis=-1)
+
+
+def block_forward(x, params: dict, i: int, cfg: Config, rope, lora):
+    """One pre-norm block, as model.block, keeping what its backward needs: (x_out, saved dict)."""
+    s, p = {}, f"blocks.{i}."
+    h, s["ln1"] = norm_forward(x, params, p + "ln1", cfg)
+    fused, s["w_qkv"] = dense_forward(h, params, p + "w_qkv", lora)
+    q, k, v = split_heads(fused, cfg)
+    if rope is not None:
+        q, k = L.rope_forward(q, *rope), L.rope_forward(k, *rope)
+    z, s["attn"] = L.attention_forward(q, k, v)
+    attn_out, s["w_o"] = dense_forward(merge_heads(z), params, p + "w_o", lora)
+    x = x + attn_out
+    h, s["ln2"] = norm_forward(x, params, p + "ln2", cfg)
+    pre, s["w_in"] = dense_forward(h, params, p + "w_in", lora)
+    act, s["act"] = L.gelu_forward(pre) if cfg.mlp == "gelu" else L.swiglu_forward(pre, cfg.n_ff)
+    mlp_out, s["w_out"] = dense_forward(act, params, p + "w_out", lora)
+    return x + mlp_out, s
+
+
+def block_backward(dx, s: dict, params: dict, i: int, cfg: Config, rope, lora, grads: dict, trainable):
+    """The gradient flows through both residual branches and along the residual stream itself."""
+    p = f"blocks.{i}."
+    d_act = dense_backward(dx, s["w_out"], params, p + "w_out", lora, grads, trainable)
+    d_pre = L.gelu_backward(d_act, s["act"]) if cfg.mlp == "gelu" else L.swiglu_backward(d_act, s["act"])
+    dh = dense_backward(d_pre, s["w_in"], params, p + "w_in", lora, grads, trainable)
+    dx = dx + norm_backward(dh, s["ln2"], params, p + "ln2", cfg, grads)
+    dz = dense_backward(dx, s["w_o"], params, p + "w_o", lora, grads, trainable)
+    batch, n_seq = dx.shape[:2]
+    dq, dk, dv = L.attention_backward(dz.reshape(batch, n_seq, cfg.n_head, cfg.d_head).transpose(0, 2, 1, 3),
+                                      s["attn"])
+    if rope is not None:
+        dq, dk = L.rope_backward(dq, *rope), L.rope_backward(dk, *rope)
+    dh = dense_backward(merge_heads(dq, dk, dv), s["w_qkv"], params, p + "w_qkv", lora, grads, trainable)
+    return dx + norm_backward(dh, s["ln1"], params, p + "ln1", cfg, grads)
+
+
+@dataclass
+class Tape:
+    """What the training forward saved for the backward pass."""
+
+    ids: np.ndarray  # [batch, n_seq]
+    rope: tuple | None  # cos, sin [n_seq, d_head], or None with learned positions
+    blocks: list  # each block's saved activations
+    ln_final: tuple
+    x_final: np.ndarray  # [batch, n_seq, n_embd] after the final norm
+    loss: tuple | None  # cross_entropy_forward's saved values, once the loss is computed
+
+
+def unembed_matrix(params: dict) -> np.ndarray:
+    return params["unembed"] if "unembed" in params else params["embed"]  # tied: the embedding itself
+
+
+def train_forward(params: dict, cfg: Config, ids, targets, mask, lora: Lora | None = None) -> tuple[float, Tape]:
+    """Mean cross-entropy of predicting `targets` [batch, n_seq] after `ids`, over positions where `mask` is 1."""
+    logits, tape = logits_forward(params, cfg, ids, lora)
+    loss, tape.loss = L.cross_entropy_forward(logits, np.asarray(targets), np.asarray(mask))
+    return loss, tape
+
+
+def logits_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> tuple[np.ndarray, Tape]:
+    """Logits [batch, n_seq, n_vocab] of every position, and the tape of activations that led to them."""
+    ids = np.asarray(ids)
+    n_seq = ids.shape[1]
+    dtype = params["embed"].dtype
+    rope = rope_tables(np.arange(n_seq), cfg.d_head, cfg.rope_theta, dtype) if cfg.positions == "rotary" else None
+    x = params["embed"][ids]  # [batch, n_seq, n_embd]
+    if cfg.positions == "learned":
+        x = x + params["pos_embed"][:n_seq]
+    saved = []
+    for i in range(cfg.n_layer):
+        x, s = block_forward(x, params, i, cfg, rope, lora)
+        saved.append(s)
+    x, ln = norm_forward(x, params, "ln_final", cfg)
+    logits = x @ unembed_matrix(params).T  # [batch, n_seq, n_embd] -> [batch, n_seq, n_vocab]
+    return logits, Tape(ids, rope, saved, ln, x, None)
+
+
+def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora | None = None) -> dict:
+    """The gradient of the loss with respect to every parameter named in `trainable`: {name: array}."""
+    grads: dict = {}
+    d_logits = L.cross_entropy_backward(tape.loss)  # [batch, n_seq, n_vocab]
+    unembed = unembed_matrix(params)
+    dx, d_unembed, _ = L.linear_backward(d_logits, tape.x_final, unembed,
+                                         want_w="unembed" in trainable or "embed" in trainable)
+    dx = norm_backward(dx, tape.ln_final, params, "ln_final", cfg, grads)
+    for i in reversed(range(cfg.n_layer)):
+        dx = block_backward(dx, tape.blocks[i], params, i, cfg, tape.rope, lora, grads, trainable)
+    if "pos_embed" in trainable:
+        grads["pos_embed"] = np.zeros_like(params["pos_embed"])
+        grads["pos_embed"][:dx.shape[1]] = dx.sum(axis=0)
+    if "embed" in trainable:
+        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab)
+        if "unembed" not in params:  # tied: the matrix is used twice, so its gradient is the sum of both uses
+            grads["embed"] += d_unembed
+    if "unembed" in params and "unembed" in trainable:
+        grads["unembed"] = d_unembed
+    return {name: g for name, g in grads.items() if name in trainable}

@@ -1,0 +1,59 @@
+"""AdamW with decoupled weight decay, a warm-up then cosine learning rate, and global-norm gradient clipping."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AdamW:
+    lr: float = 1e-4  # peak learning rate (see `schedule`)
+    beta1: float = 0.9  # decay of the running mean of gradients
+    beta2: float = 0.999  # decay of the running mean of squared gradients
+    eps: float = 1e-8  # added to the root of the second moment, so a zero gradient divides by eps, not 0
+    weight_decay: float = 0.0  # shrinks matrices (ndim >= 2) towards 0 by lr * weight_decay each step
+
+
+def adamw_state(params: dict[str, np.ndarray], names) -> dict:
+    """Zeroed first and second moments for the parameters `names`, and the step count."""
+    return {"step": 0, "m": {n: np.zeros_like(params[n]) for n in names}, "v": {n: np.zeros_like(params[n]) for n in names}}
+
+
+def adamw_step(params: dict, grads: dict, state: dict, opt: AdamW, lr: float) -> None:
+    """One AdamW update of `params` in place (as torch.optim.AdamW): decay first, decoupled from the gradient,
+    then p -= lr * m_hat / (sqrt(v_hat) + eps) with the bias-corrected moments."""
+    state["step"] += 1
+    t = state["step"]
+    c1, c2 = 1 - opt.beta1 ** t, 1 - opt.beta2 ** t
+    for name, g in grads.items():
+        p, m, v = params[name], state["m"][name], state["v"][name]
+        if opt.weight_decay and p.ndim >= 2:
+            p *= p.dtype.type(1 - lr * opt.weight_decay)
+        m *= m.dtype.type(opt.beta1)
+        m += m.dtype.type(1 - opt.beta1) * g
+        v *= v.dtype.type(opt.beta2)
+        v += v.dtype.type(1 - opt.beta2) * g * g
+        p -= p.dtype.type(lr / c1) * m / (np.sqrt(v) / p.dtype.type(math.sqrt(c2)) + p.dtype.type(opt.eps))
+
+
+def schedule(step: int, lr: float, warmup: int, total: int, min_fraction: float = 0.1) -> float:
+    """The learning rate of step `step` (0-based): linear warm-up over `warmup` steps to `lr`, then a cosine
+    from `lr` down to min_fraction * lr at the last of `total` steps."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup - 1, 1)  # 0 at the end of warm-up, 1 at the last step
+    return lr * (min_fraction + (1 - min_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def clip_gradients(grads: dict, max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_);
+    returns the norm before clipping."""
+    total = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+    factor = max_norm / (total + 1e-6)
+    if factor < 1:
+        for g in grads.values():
+            g *= g.dtype.type(factor)
+    return total
