@@ -25,12 +25,13 @@ from types import ModuleType
 from ..errors import CheckpointError
 from ..formats.checks import check_token_ids, short
 from ..model import Config
-from . import gpt2, llama, qwen2
+from . import gemma3, gpt2, llama, qwen2
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "gpt2": gpt2,
     "llama": llama,
     "qwen2": qwen2,
+    "gemma3": gemma3,
 }
 
 
