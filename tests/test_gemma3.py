@@ -209,3 +209,46 @@ def test_local_layers_attention_pattern_ends_at_the_window(gemma):
     dest, src = np.indices(local.shape[1:])
     assert (local[:, (src > dest) | (dest - src >= 4)] == 0).all() and (full[:, src > dest] == 0).all()
     assert (full[:, dest - src >= 4] > 0).any()
+
+
+# The commands on it, in-process through main() (tests/test_cli.py's `run`) on the model loaded above.
+
+@pytest.fixture
+def gemma_cli(gemma, gemma_path, monkeypatch):
+    """`-m FILE` for the commands, with their model loading replaced by the session's loaded Gemma."""
+    from llmx.commands import core, inspect, score
+
+    for module in (core, inspect, score):
+        monkeypatch.setattr(module, "load_model", lambda name: gemma)
+    return ["-m", str(gemma_path)]
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["tokenize", "The capital of France is  🙂"], "[<bos>][The][·capital][·of][·France][·is][··][🙂]"),
+    (["predict", "The capital of France is"], "·Paris"),
+    (["continue", "-t", "0", "--max-tokens", "12", "The capital of France is"],
+     " the capital of the country of France. It is the largest"),
+    (["score", "The capital of France is Paris."], "perplexity"),
+    (["lens", "The capital of France is"], "block 17"),
+    (["attention", "--layer", "5", "The capital of France is Paris."], "H3"),
+    (["heads", "--seq-len", "20"], "induction"),
+    (["neighbors", " France"], "·Germany"),
+    (["steer", "I went to the", "--add", " wedding", "--sub", " funeral", "--layer", "6", "--max-tokens", "5"],
+     "steered"),
+    (["explain", "The capital of France is"], "262,144"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_commands_run_on_gemma(gemma_cli, args, shown):
+    from test_cli import run
+
+    result = run(args[0], *gemma_cli, *args[1:])
+    assert result.exit_code == 0, result.stderr
+    assert shown in result.stdout
+
+
+def test_llm_plugin_continues_like_llmx(gemma, gemma_path, monkeypatch):
+    from llmx import llm_plugin
+
+    monkeypatch.setattr(llm_plugin, "load_model", lambda source: gemma)
+    model = llm_plugin.LlmxModel("gemma-3-270m", str(gemma_path))
+    response = model.prompt("The capital of France is", temperature=0, max_tokens=12)
+    assert response.text().startswith(" the capital of the country of France. It is the largest")
