@@ -235,7 +235,7 @@ def gemma_cli(gemma, gemma_path, monkeypatch):
     (["neighbors", " France"], "·Germany"),
     (["steer", "I went to the", "--add", " wedding", "--sub", " funeral", "--layer", "6", "--max-tokens", "5"],
      "steered"),
-    (["explain", "The capital of France is"], "262,144"),
+    (["explain", "The capital of France is"], "sandwich"),
 ], ids=lambda value: value[0] if isinstance(value, list) else None)
 def test_commands_run_on_gemma(gemma_cli, args, shown):
     from test_cli import run
@@ -252,3 +252,16 @@ def test_llm_plugin_continues_like_llmx(gemma, gemma_path, monkeypatch):
     model = llm_plugin.LlmxModel("gemma-3-270m", str(gemma_path))
     response = model.prompt("The capital of France is", temperature=0, max_tokens=12)
     assert response.text().startswith(" the capital of the country of France. It is the largest")
+
+
+def test_post_norm_hooks_see_the_sublayer_output_before_its_norm(gemma):
+    from llmx.engine.hooks import Trace
+    from llmx.engine.model import norm
+
+    trace = Trace(["blocks.3.ln1_post.in", "blocks.3.attn_out", "blocks.3.ln2_post.in", "blocks.3.mlp_out"])
+    gemma.forward(gemma.tokenizer.encode("Hello there"), hooks=trace)
+    block = gemma.weights.blocks[3]
+    np.testing.assert_array_equal(norm(trace["blocks.3.ln1_post.in"], block.ln1_post, gemma.config),
+                                  trace["blocks.3.attn_out"])
+    np.testing.assert_array_equal(norm(trace["blocks.3.ln2_post.in"], block.ln2_post, gemma.config),
+                                  trace["blocks.3.mlp_out"])
