@@ -121,8 +121,10 @@ def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndar
 def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:
     """The `attn.pattern` hook point over absolute key positions [n_head, n_seq, end], even when a local
     layer attended only to positions first..end-1 (the columns before are zeros)."""
-    if first == 0 or not hook.wants("attn.pattern"):
-        return hook("attn.pattern", pattern) if first == 0 else pattern
+    if first == 0:
+        return hook("attn.pattern", pattern)
+    if not hook.wants("attn.pattern"):
+        return pattern
     full = np.zeros((*pattern.shape[:2], first + pattern.shape[2]), pattern.dtype)
     full[..., first:] = pattern
     return hook("attn.pattern", full)[..., first:]
