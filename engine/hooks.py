@@ -14,14 +14,18 @@ Names, with their shapes for a pass over n_seq new positions (rows are positions
     blocks.{L}.resid_pre                       [n_seq, n_embd]   the stream entering block L
     blocks.{L}.attn.q                          [n_seq, n_head, d_head]     (after the rotary rotation)
     blocks.{L}.attn.k, .attn.v                 [n_seq, n_kv_head, d_head]
-    blocks.{L}.attn.pattern                    [n_head, n_seq, n_seen]     n_seen = start + n_seq
+    blocks.{L}.attn.pattern                    [n_head, n_seq, n_seen]     n_seen = start + n_seq (a local
+                                               layer's zeros outside its sliding window included)
     blocks.{L}.attn.z                          [n_seq, n_head, d_head]     each head's weighted values
     blocks.{L}.attn.result                     [n_seq, n_head, n_embd]     each head's share of attn_out;
                                                computed only when a hook asks for it
+    blocks.{L}.ln1_post.in                     [n_seq, n_embd]   models with sandwich norms (Gemma): attention's
+                                               output before its post-norm; attn_out is after it
     blocks.{L}.attn_out, resid_mid             [n_seq, n_embd]
     blocks.{L}.mlp.pre                         [n_seq, n_ff]     before the activation (SwiGLU: the gate)
     blocks.{L}.mlp.pre_linear                  [n_seq, n_ff]     SwiGLU only: the "up" half
     blocks.{L}.mlp.post                        [n_seq, n_ff]     after the activation (SwiGLU: gate * up)
+    blocks.{L}.ln2_post.in                     [n_seq, n_embd]   sandwich norms: the MLP's output before its post-norm
     blocks.{L}.mlp_out, resid_post             [n_seq, n_embd]
     ln_final                                   [n_seq, n_embd]   the normalized stream (only the last row
                                                unless the pass asks for all logits)

@@ -1,8 +1,10 @@
-"""The transformer forward pass: GPT-2 and Llama as one pre-norm residual stack with a KV cache.
+"""The transformer forward pass: GPT-2, Llama and Gemma 3 as one pre-norm residual stack with a KV cache.
 
-The two architectures differ in three places, each chosen by a field of `Config`:
-the norm (LayerNorm or RMSNorm), where positions enter (learned embeddings or rotary
-rotation of queries and keys) and the MLP (GELU or SwiGLU). Everything else is shared.
+The architectures differ in a few places, each chosen by a field of `Config`: the norm (LayerNorm or
+RMSNorm), where positions enter (learned embeddings or rotary rotation of queries and keys), the MLP
+(GELU, SwiGLU or GeGLU), and Gemma 3's additions: scaled embeddings, norms after attention and MLP too
+("sandwich" norms), normalized queries and keys, and local layers that attend to a sliding window
+(engine/attention.py). Everything else is shared.
 
 Weights have the engine's own, architecture-neutral names (`embed`, `pos_embed`, `ln1`, `w_qkv`, `w_o`,
 `ln2`, `w_in`, `w_out`, `ln_final`, `unembed`, after TransformerLens' W_E, W_Q..., W_U); each checkpoint
@@ -22,13 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .attention import KVCache, attention
 from .hooks import Hooks, points
-from .nn import apply_rope, gelu_new, layer_norm, rms_norm, rope_tables, silu, softmax
+from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu
+
+__all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "astype"]
 
 
 @dataclass(frozen=True)
 class Config:
-    arch: str  # the architecture's registry name (engine/arch/: "gpt2", "llama", "qwen2"), for people only
+    arch: str  # the architecture's registry name (engine/arch/: "gpt2", "llama", ...), for people only
     n_vocab: int  # rows of the embedding matrix (vocab_size)
     n_ctx: int  # longest sequence the model was trained on (n_positions / max_position_embeddings)
     n_embd: int  # width of the residual stream (hidden_size)
@@ -39,11 +44,19 @@ class Config:
     norm_eps: float  # epsilon of every LayerNorm / RMSNorm
     norm: str  # "layernorm" (centre, scale, shift: GPT-2) or "rmsnorm" (divide by the root mean square: Llama)
     positions: str  # "learned" (a position embedding added to the token's) or "rotary" (queries and keys rotated)
-    mlp: str  # "gelu" (one matrix in, GELU) or "swiglu" (gate and up matrices, SiLU(gate) * up)
+    mlp: str  # "gelu" (one matrix in, GELU), "swiglu" (gate and up matrices, SiLU(gate) * up) or "geglu"
+    # (Gemma: GELU's tanh approximation in place of SiLU)
     d_head: int  # width of one attention head (n_embd // n_head in GPT-2 and Llama)
     rope_theta: float | None = None  # base of the rotary frequencies; None with learned positions
     qkv_bias: bool = False  # whether w_qkv has a bias (GPT-2 and Qwen2: yes; Llama: no)
     tied: bool = False  # whether unembed is embed (GPT-2, and many small models); else a matrix of its own
+    embed_scale: float | None = None  # token embeddings multiplied by this, in the computing dtype (Gemma: sqrt(n_embd))
+    post_norms: bool = False  # attention's and the MLP's outputs normalized before the residual add (Gemma)
+    qk_norm: bool = False  # each head's queries and keys RMS-normalized before the rotation (Gemma 3)
+    query_pre_attn_scalar: float | None = None  # scores scaled by 1/sqrt(this); None: 1/sqrt(d_head)
+    sliding_window: int | None = None  # positions a local layer attends to, its own included
+    local_layers: tuple[int, ...] = ()  # blocks attending to the sliding window; the others see everything
+    rope_local_theta: float | None = None  # rotary base of the local layers; None: rope_theta
 
 
 def short_repr(weights) -> str:
@@ -85,6 +98,10 @@ class Block:
     ln2: Norm  # before the MLP
     w_in: Linear  # MLP in: [n_ff, n_embd], or for SwiGLU gate and up fused: [2 * n_ff, n_embd]
     w_out: Linear  # MLP out: [n_embd, n_ff]
+    ln1_post: Norm | None = None  # after attention, before the residual add (Config.post_norms)
+    ln2_post: Norm | None = None  # after the MLP, before the residual add
+    q_norm: Norm | None = None  # [d_head] over each query head (Config.qk_norm)
+    k_norm: Norm | None = None  # [d_head] over each key head
 
     __repr__ = short_repr
 
@@ -100,116 +117,48 @@ class Weights:
     __repr__ = short_repr
 
 
-@dataclass(frozen=True)
-class KVCache:
-    """Keys and values of every position seen so far, in buffers allocated once for the whole context.
-
-    A forward pass writes positions [length, length + n) and returns a cache with the new length;
-    the old value still describes its own prefix, so a prefix can be reused.
-    """
-
-    k: tuple[np.ndarray, ...]  # per layer [n_kv_head, n_ctx, d_head]
-    v: tuple[np.ndarray, ...]
-    length: int = 0
-
-    @classmethod
-    def empty(cls, cfg: Config, dtype=np.float32) -> KVCache:
-        shape = (cfg.n_kv_head, cfg.n_ctx, cfg.d_head)
-        # np.zeros takes pages from the OS lazily: only positions used cost memory.
-        return cls(tuple(np.zeros(shape, dtype) for _ in range(cfg.n_layer)),
-                   tuple(np.zeros(shape, dtype) for _ in range(cfg.n_layer)))
-
-
-def linear(x: np.ndarray, p: Linear) -> np.ndarray:
-    y = x @ p.w.T  # [n_seq, in] -> [n_seq, out]
-    if p.b is not None:
-        y += p.b
-    return y
-
-
 def norm(x: np.ndarray, p: Norm, cfg: Config) -> np.ndarray:
     if cfg.norm == "layernorm":
         return layer_norm(x, p.g, p.b, cfg.norm_eps)
     return rms_norm(x, p.g, cfg.norm_eps)
 
 
-def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
-    """Hook point for per-head values kept [head, n_seq, d_head]: hooks see TransformerLens' [pos, head, d_head]."""
-    return hook(name, x.transpose(1, 0, 2)).transpose(1, 0, 2)
-
-
-def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Queries [n_head, n_seq, d_head], keys and values [n_kv_head, n_seq, d_head] of the new positions."""
-    n_seq, d_head = x.shape[0], cfg.d_head
-    n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    fused = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
-    q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
-    k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
-    v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
-    if rope is not None:  # rotary positions: rotate queries and keys by their positions' angles
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    return heads(hook, "attn.q", q), heads(hook, "attn.k", k), heads(hook, "attn.v", v)
-
-
-def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook) -> np.ndarray:
-    """Causal multi-head attention over the cached positions and the new ones; heads batched."""
-    q, k, v = qkv(x, blk, cfg, rope, hook)
-    n_seq, end = x.shape[0], start + x.shape[0]
-    k_buf[:, start:end] = k
-    v_buf[:, start:end] = v
-    keys, values = k_buf[:, None, :end], v_buf[:, None, :end]  # [n_kv_head, 1, n_ctx_used, d_head]
-    group = cfg.n_head // cfg.n_kv_head  # query heads sharing one key/value head
-    q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
-    scores = q @ keys.transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_ctx_used]
-    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.d_head))
-    if n_seq > 1:  # a new position may look at itself and the past, never the future
-        scores += np.triu(np.full((n_seq, end), -np.inf, scores.dtype), k=start + 1)  # [n_seq, n_ctx_used]
-    pattern = softmax(scores).reshape(cfg.n_head, n_seq, end)  # [head, dest, src]
-    pattern = hook("attn.pattern", pattern).reshape(cfg.n_kv_head, group, n_seq, end)
-    z = pattern @ values  # [n_kv_head, group, n_seq, d_head]
-    z = hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
-    return attention_output(z, blk.w_o, cfg, hook)
-
-
-def attention_output(z: np.ndarray, w_o: Linear, cfg: Config, hook) -> np.ndarray:
-    """The heads' values through w_o: [n_seq, n_head, d_head] -> [n_seq, n_embd].
-
-    Only when a hook wants them are the heads' shares kept apart (`attn.result`), then summed: that costs
-    n_head times the memory of the output, so the plain pass does one matrix product instead.
-    """
-    n_seq = z.shape[0]
-    if not hook.wants("attn.result"):
-        return linear(z.reshape(n_seq, cfg.n_head * cfg.d_head), w_o)  # [n_seq, n_embd]
-    w = w_o.w.reshape(cfg.n_embd, cfg.n_head, cfg.d_head)  # [n_embd, n_head, d_head]
-    result = hook("attn.result", np.einsum("shd,ehd->she", z, w))  # [n_seq, n_head, n_embd]
-    out = result.sum(axis=1)
-    if w_o.b is not None:
-        out += w_o.b
-    return out
-
-
 def mlp(x: np.ndarray, blk: Block, cfg: Config, hook) -> np.ndarray:
-    h = linear(x, blk.w_in)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU)
+    h = linear(x, blk.w_in)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU, GeGLU)
     if cfg.mlp == "gelu":
         h = gelu_new(hook("mlp.pre", h))
     else:
-        h = silu(hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
+        act = silu if cfg.mlp == "swiglu" else gelu_new
+        h = act(hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
     h = hook("mlp.post", h)
     return linear(h, blk.w_out)  # [n_seq, n_embd]
 
 
-def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook) -> np.ndarray:
-    """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x))."""
+def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook,
+          window: int | None) -> np.ndarray:
+    """One pre-norm residual block: x + attention(norm(x)), then + mlp(norm(x)); with post_norms each
+    output is normalized again before it is added (Gemma's sandwich)."""
     x = hook("resid_pre", x)  # [n_seq, n_embd]
-    attn_out = hook("attn_out", attention(norm(x, blk.ln1, cfg), blk, cfg, k_buf, v_buf, start, rope, hook))
+    attn_out = attention(norm(x, blk.ln1, cfg), blk, cfg, k_buf, v_buf, start, rope, hook, window)
+    attn_out = hook("attn_out", post_norm(attn_out, blk.ln1_post, cfg, hook, "ln1_post.in"))
     x = hook("resid_mid", x + attn_out)
-    mlp_out = hook("mlp_out", mlp(norm(x, blk.ln2, cfg), blk, cfg, hook))
+    mlp_out = hook("mlp_out", post_norm(mlp(norm(x, blk.ln2, cfg), blk, cfg, hook), blk.ln2_post, cfg, hook,
+                                        "ln2_post.in"))
     return hook("resid_post", x + mlp_out)
+
+
+def post_norm(x: np.ndarray, p: Norm | None, cfg: Config, hook, name: str) -> np.ndarray:
+    """A sublayer's output as it joins the residual stream: normalized by `p` with post_norms (the value
+    before the norm is the hook point `name`), unchanged otherwise."""
+    return norm(hook(name, x), p, cfg) if cfg.post_norms else x
 
 
 def embed(ids: np.ndarray, weights: Weights, cfg: Config, start: int, hook) -> np.ndarray:
     """Token embeddings, plus learned position embeddings where the model has them: [n_seq, n_embd]."""
-    x = hook("embed", weights.embed[ids])  # [n_seq, n_embd]
+    x = weights.embed[ids]  # [n_seq, n_embd]
+    if cfg.embed_scale is not None:
+        x = x * x.dtype.type(cfg.embed_scale)
+    x = hook("embed", x)
     if cfg.positions == "learned":
         x = x + hook("pos_embed", weights.pos_embed[start:start + len(ids)])
     return x
@@ -231,19 +180,30 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
         raise ValueError("forward needs at least one token")
     if end > cfg.n_ctx:
         raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
-    # cos and sin of the new positions' rotary angles, shared by every block; None with learned positions
-    rotary = cfg.positions == "rotary"
-    rope = rope_tables(np.arange(start, end), cfg.d_head, cfg.rope_theta, dtype) if rotary else None
-
+    rope, local_rope = rotary_tables(cfg, start, end, dtype)
     outside = points(hooks, None, start)
     x = embed(ids, weights, cfg, start, outside)  # [n_seq, n_embd]
     for i, blk in enumerate(weights.blocks):
-        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, points(hooks, i, start))
+        local = i in cfg.local_layers
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, local_rope if local else rope,
+                  points(hooks, i, start), cfg.sliding_window if local else None)
     if not all_logits:
         x = x[-1:]
     x = outside("ln_final", norm(x, weights.ln_final, cfg))
     logits = x @ weights.unembed.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
     return (logits if all_logits else logits[0]), dataclasses.replace(cache, length=end)
+
+
+def rotary_tables(cfg: Config, start: int, end: int, dtype):
+    """cos and sin of the new positions' rotary angles for the global and for the local layers, shared by
+    every block of each kind; (None, None) with learned positions."""
+    if cfg.positions != "rotary":
+        return None, None
+    positions = np.arange(start, end)
+    rope = rope_tables(positions, cfg.d_head, cfg.rope_theta, dtype)
+    if not cfg.local_layers or cfg.rope_local_theta in (None, cfg.rope_theta):
+        return rope, rope
+    return rope, rope_tables(positions, cfg.d_head, cfg.rope_local_theta, dtype)
 
 
 def astype(weights: Weights, dtype) -> Weights:

@@ -6,6 +6,14 @@ parity tests compare float32 against (constants are cast to the input's dtype, n
 import numpy as np
 
 
+def linear(x: np.ndarray, p) -> np.ndarray:
+    """x @ w.T + b for a layer p with p.w [out, in] and p.b [out] or None: [n_seq, in] -> [n_seq, out]."""
+    y = x @ p.w.T
+    if p.b is not None:
+        y += p.b
+    return y
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))

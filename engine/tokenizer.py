@@ -153,13 +153,17 @@ def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, i
 
 
 def gguf_tokenizer(meta: dict, n_vocab: int, where: str, default_pre: str | None) -> Tokenizer:
-    """The byte-level BPE stored in a GGUF file's `tokenizer.ggml.*` metadata (as llama.cpp writes it).
+    """The byte-level BPE (or SentencePiece, see spm.py) in a GGUF file's `tokenizer.ggml.*` metadata.
 
     default_pre: the pre-tokenizer when the file names none (the architecture's own), or None to refuse."""
     model = meta.get("tokenizer.ggml.model")
+    if model == "llama":  # SentencePiece
+        from .spm import gguf_sentencepiece
+
+        return gguf_sentencepiece(meta, n_vocab, where)
     if model != "gpt2":
-        raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs only byte-level BPE "
-                             "tokenizers ('gpt2'): pick a model with a GPT-2/Llama 3 style tokenizer")
+        raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs byte-level BPE ('gpt2') "
+                             "and SentencePiece ('llama') tokenizers: pick a model with one of those")
     pre = meta.get("tokenizer.ggml.pre", default_pre)
     if pre is None:
         raise TokenizerError(f"{where} has no tokenizer.ggml.pre, so how to split text into words is unknown: "

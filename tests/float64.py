@@ -43,7 +43,13 @@ def transformers_float64(model):
     reference.load_state_dict({name: t.to(torch.float64) for name, t in model.state_dict().items()}, strict=True)
     for module in reference.modules():
         kind = type(module).__name__
-        if kind.endswith("RMSNorm"):
+        if kind == "Gemma3TextScaledWordEmbedding":  # its scale is a float32 buffer: sqrt(n_embd) in float64
+            module.embed_scale = torch.tensor(module.scalar_embed_scale, dtype=torch.float64)
+        elif kind == "Gemma3RMSNorm":  # x / rms * (1 + w), computed in float32 by Gemma's own
+            module.forward = types.MethodType(_gemma_rms_norm_float64, module)
+        elif kind == "Gemma3RotaryEmbedding":
+            module.forward = types.MethodType(_gemma_rotary_float64, module)
+        elif kind.endswith("RMSNorm"):
             module.forward = types.MethodType(_rms_norm_float64, module)
         elif kind.endswith("RotaryEmbedding"):
             if module.rope_type != "default":
@@ -56,6 +62,25 @@ def _rms_norm_float64(self, x):
     import torch
 
     return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def _gemma_rms_norm_float64(self, x):
+    import torch
+
+    return (1.0 + self.weight) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def _gemma_rotary_float64(self, x, position_ids, layer_type):
+    """Gemma 3's rotary tables, one RoPE base per layer type (local and global layers)."""
+    import torch
+
+    if self.rope_type[layer_type] != "default":
+        raise ValueError(f"no float64 rotary embedding for rope_type {self.rope_type[layer_type]!r}")
+    d_head, theta = self.config.head_dim, self.config.rope_parameters[layer_type]["rope_theta"]
+    inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+    angles = position_ids[..., None].to(torch.float64) * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
 
 
 def _rotary_float64(self, x, position_ids):

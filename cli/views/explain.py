@@ -10,7 +10,7 @@ from rich.text import Text
 
 from .common import clip, count, cut_note, pct, predictions_table, shade, shade_legend, simple_table, visible, wrap
 
-ARCH_WORDS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "gelu": "GELU", "swiglu": "SwiGLU"}
+ARCH_WORDS = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "gelu": "GELU", "swiglu": "SwiGLU", "geglu": "GeGLU"}
 
 
 def explain_view(ex, width: int, color: bool) -> list:
@@ -51,7 +51,8 @@ def explain_view(ex, width: int, color: bool) -> list:
                f"Following the last token, {visible(last.token)!r}, whose vector becomes the prediction: "
                f"where {heads}{kv} looks most,"),
         *explain_heads(ex, width - 3, color),
-        para("and how much attention and the MLP add to its vector (lengths):"), para(flows), Text(),
+        para("and how much attention and the MLP add to its vector (lengths):"), para(flows),
+        *differences(ex, para), Text(),
         step(4, "The final vector is normalised, scored against every token, and the scores become probabilities.",
              width),
         para(f"Final {ARCH_WORDS[ex.norm]}: length {ex.final_norm:.2f}. Unembedding: a {ex.n_vocab:,} × "
@@ -59,6 +60,20 @@ def explain_view(ex, width: int, color: bool) -> list:
                f"per token. Softmax: probabilities that add up to 1 (entropy {ex.entropy:.2f} bits; "
                f"{ex.n_vocab:,} equally likely tokens would be {math.log2(ex.n_vocab):.2f})."), Text(),
         step(5, f"The most likely next tokens after {visible(last.token)!r}:", width), para(top)]
+
+
+def differences(ex, para) -> list:
+    """What this model's blocks do beyond GPT-2's: sandwich norms and sliding-window attention."""
+    notes = []
+    if ex.post_norms:
+        notes.append(f"In this model each result is normalised again ({ARCH_WORDS[ex.norm]}) before it is added, "
+                     "not only its input (\"sandwich\" norms, unlike GPT-2's).")
+    if ex.sliding_window is not None:
+        full = [b for b in range(ex.n_layer) if b not in ex.local_layers]
+        notes.append(f"Only blocks {', '.join(map(str, full))} let a token read the whole text; the other "
+                     f"{len(ex.local_layers)} see just the last {ex.sliding_window:,} tokens (a sliding window), so "
+                     "they keep only that many in memory however long the text (GPT-2's blocks all see everything).")
+    return [para(" ".join(notes))] if notes else []
 
 
 def step(n: int, text: str, width: int) -> Text:

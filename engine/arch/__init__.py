@@ -25,12 +25,13 @@ from types import ModuleType
 from ..errors import CheckpointError
 from ..formats.checks import check_token_ids, short
 from ..model import Config
-from . import gpt2, llama, qwen2
+from . import gemma3, gpt2, llama, qwen2
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "gpt2": gpt2,
     "llama": llama,
     "qwen2": qwen2,
+    "gemma3": gemma3,
 }
 
 
@@ -51,8 +52,8 @@ def for_gguf(name, where: str) -> ModuleType:
     """The module that reads a GGUF file whose general.architecture is `name`."""
     arch = next((arch for arch in ARCHITECTURES.values() if name in arch.GGUF_ARCHITECTURES), None)
     if arch is None:
-        raise CheckpointError(f"{where}: architecture {short(name)} is not supported (llmx runs {supported()} "
-                              f"GGUF files): pick a {titles()} model")
+        raise CheckpointError(f"{where}: architecture {short(name)} is not supported (llmx runs "
+                              f"{supported(gguf=True)} GGUF files): pick a {titles(gguf=True)} model")
     return arch
 
 
@@ -66,14 +67,19 @@ def config_from_hf(hf, where: str) -> tuple[ModuleType, Config]:
     return arch, cfg
 
 
-def supported() -> str:
-    """"gpt2, llama and qwen2"."""
-    return _listing(list(ARCHITECTURES), "and")
+def supported(gguf: bool = False) -> str:
+    """"gpt2, llama and qwen2": the architectures read from Hugging Face folders (or from GGUF files)."""
+    return _listing([name for name, arch in _reading(gguf)], "and")
 
 
-def titles() -> str:
-    """"GPT-2, Llama or Qwen2"."""
-    return _listing([arch.TITLE for arch in ARCHITECTURES.values()], "or")
+def titles(gguf: bool = False) -> str:
+    """"GPT-2, Llama or Qwen2": the same, by the names people know."""
+    return _listing([arch.TITLE for _, arch in _reading(gguf)], "or")
+
+
+def _reading(gguf: bool) -> list[tuple[str, ModuleType]]:
+    return [(name, arch) for name, arch in ARCHITECTURES.items()
+            if (arch.GGUF_ARCHITECTURES if gguf else arch.MODEL_TYPES)]
 
 
 def _listing(names: list[str], word: str) -> str:

@@ -19,9 +19,12 @@ import numpy as np
 
 from ..errors import CheckpointError
 
-SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+# Every type gguf.quants dequantizes in NumPy (K-quants included); the i-quants need more than it has.
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 # The metadata arrays llmx uses (the tokenizer's); a header is read with only these built as lists.
-TOKENIZER_ARRAYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"})
+TOKENIZER_ARRAYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                              "tokenizer.ggml.scores"})
 MAX_DIMS = 4  # GGML_MAX_DIMS
 BLOCK = r"blk\.(\d+)\."  # captures the block number of a tensor name (llama.cpp names every block so)
 

@@ -51,6 +51,9 @@ class Explanation:
     mlp: str  # "gelu" or "swiglu"
     positions: str  # "learned" (added to the embeddings) or "rotary" (applied to queries and keys)
     tied: bool  # unembedding = embedding matrix
+    post_norms: bool  # attention's and the MLP's results normalized again before they are added (Gemma)
+    sliding_window: int | None  # tokens a local block attends to (Gemma 3); None: every block sees everything
+    local_layers: list[int]  # the blocks that attend only to the sliding window
     tokens: list[TokenStep]
     input_norm: float  # length of the last position's stream entering block 0
     blocks: list[BlockStep]
@@ -82,8 +85,9 @@ def explain(lm: LanguageModel, ids: list[int], top: int = 5, dims: int = 4, on_n
     log_probs = log_softmax(logits.astype(np.float64))
     return Explanation(arch=cfg.arch, n_vocab=cfg.n_vocab, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                        n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, norm=cfg.norm, mlp=cfg.mlp,
-                       positions=cfg.positions,
-                       tied=is_tied(lm), tokens=tokens,
+                       positions=cfg.positions, tied=is_tied(lm), post_norms=cfg.post_norms,
+                       sliding_window=cfg.sliding_window if cfg.local_layers else None,
+                       local_layers=list(cfg.local_layers), tokens=tokens,
                        input_norm=float(np.linalg.norm(trace["blocks.0.resid_pre"][-1])), blocks=blocks,
                        final_norm=float(np.linalg.norm(trace["ln_final"][-1])),
                        entropy=float(-(np.exp(log_probs) * log_probs).sum() / np.log(2)),

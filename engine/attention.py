@@ -1,0 +1,147 @@
+"""Causal self-attention with a KV cache, full or over a sliding window of recent positions.
+
+Global layers keep every position's keys and values in a buffer of the whole context; local layers
+(Gemma 3's sliding-window layers) keep only the last `window` positions, in a ring buffer: slot
+p % window holds position p. A pass attends to the keys it needs, gathered in order of position,
+so patterns and masks are the same either way; hooks always see patterns over absolute positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .nn import apply_rope, linear, rms_norm, softmax
+
+if TYPE_CHECKING:
+    from .model import Block, Config, Linear
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Keys and values of the positions seen so far, in buffers allocated once.
+
+    A forward pass writes positions [length, length + n) and returns a cache with the new length. In a
+    model without local layers the old value still describes its own prefix, so a prefix can be reused;
+    a local layer's ring buffer keeps only the latest window, so there only the newest cache is valid.
+    """
+
+    k: tuple[np.ndarray, ...]  # per layer [n_kv_head, n_ctx, d_head] (local layers: [n_kv_head, window, d_head])
+    v: tuple[np.ndarray, ...]
+    length: int = 0
+
+    @classmethod
+    def empty(cls, cfg: Config, dtype=np.float32) -> KVCache:
+        def shape(layer: int) -> tuple[int, int, int]:
+            rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
+            return cfg.n_kv_head, rows, cfg.d_head
+
+        # np.zeros takes pages from the OS lazily: only positions used cost memory.
+        return cls(tuple(np.zeros(shape(i), dtype) for i in range(cfg.n_layer)),
+                   tuple(np.zeros(shape(i), dtype) for i in range(cfg.n_layer)))
+
+
+def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
+    """Hook point for per-head values kept [head, n_seq, d_head]: hooks see TransformerLens' [pos, head, d_head]."""
+    return hook(name, x.transpose(1, 0, 2)).transpose(1, 0, 2)
+
+
+def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries [n_head, n_seq, d_head], keys and values [n_kv_head, n_seq, d_head] of the new positions."""
+    n_seq, d_head = x.shape[0], cfg.d_head
+    n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
+    fused = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+    q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
+    k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
+    v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
+    if cfg.qk_norm:  # Gemma 3: each head's query and key RMS-normalized before the rotation
+        q, k = rms_norm(q, blk.q_norm.g, cfg.norm_eps), rms_norm(k, blk.k_norm.g, cfg.norm_eps)
+    if rope is not None:  # rotary positions: rotate queries and keys by their positions' angles
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return heads(hook, "attn.q", q), heads(hook, "attn.k", k), heads(hook, "attn.v", v)
+
+
+def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, window: int | None) -> np.ndarray:
+    """Causal multi-head attention over the cached positions and the new ones (the last `window` of them
+    on a local layer); query heads sharing a key/value head are batched."""
+    q, k, v = qkv(x, blk, cfg, rope, hook)
+    n_seq, end = x.shape[0], start + x.shape[0]
+    keys, values, first = remember(k_buf, v_buf, k, v, start, window)  # [n_kv_head, n_keys, d_head]
+    n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
+    q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
+    scores = q @ keys[:, None].transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_keys]
+    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
+    if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
+        scores += mask(start, end, first, window, scores.dtype)
+    pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
+    pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group, n_seq, n_keys)
+    z = pattern @ values[:, None]  # [n_kv_head, group, n_seq, d_head]
+    z = hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+    return attention_output(z, blk.w_o, cfg, hook)
+
+
+def remember(k_buf, v_buf, k, v, start: int, window: int | None):
+    """Write the new keys and values into the layer's buffers; return the keys and values the new
+    positions attend to ([n_kv_head, n_keys, d_head], in order of position) and the first one's position."""
+    end = start + k.shape[1]
+    if window is None:  # the buffer holds every position
+        k_buf[:, start:end], v_buf[:, start:end] = k, v
+        return k_buf[:, :end], v_buf[:, :end], 0
+    first = max(0, start - window + 1)  # the oldest position the first new one may see
+    keys = np.concatenate([ring_read(k_buf, first, start), k], axis=1)
+    values = np.concatenate([ring_read(v_buf, first, start), v], axis=1)
+    ring_write(k_buf, k, start)
+    ring_write(v_buf, v, start)
+    return keys, values, first
+
+
+def ring_read(buf: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Positions [lo, hi) of a ring buffer [n_kv_head, size, d_head] (hi - lo <= size), in order."""
+    return buf[:, np.arange(lo, hi) % buf.shape[1]]
+
+
+def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
+    """Positions [start, start + n) into the ring buffer; of more than it holds, only the latest."""
+    end, size = start + new.shape[1], buf.shape[1]
+    positions = np.arange(max(start, end - size), end)
+    buf[:, positions % size] = new[:, positions - start]
+
+
+def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
+    """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]."""
+    query, key = np.arange(start, end)[:, None], np.arange(first, end)[None, :]
+    hidden = key > query
+    if window is not None:
+        hidden |= query - key >= window  # a local layer sees `window` positions, its own included
+    return np.where(hidden, dtype.type(-np.inf), dtype.type(0))
+
+
+def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:
+    """The `attn.pattern` hook point over absolute key positions [n_head, n_seq, end], even when a local
+    layer attended only to positions first..end-1 (the columns before are zeros)."""
+    if first == 0:
+        return hook("attn.pattern", pattern)
+    if not hook.wants("attn.pattern"):
+        return pattern
+    full = np.zeros((*pattern.shape[:2], first + pattern.shape[2]), pattern.dtype)
+    full[..., first:] = pattern
+    return hook("attn.pattern", full)[..., first:]
+
+
+def attention_output(z: np.ndarray, w_o: Linear, cfg: Config, hook) -> np.ndarray:
+    """The heads' values through w_o: [n_seq, n_head, d_head] -> [n_seq, n_embd].
+
+    Only when a hook wants them are the heads' shares kept apart (`attn.result`), then summed: that costs
+    n_head times the memory of the output, so the plain pass does one matrix product instead.
+    """
+    n_seq = z.shape[0]
+    if not hook.wants("attn.result"):
+        return linear(z.reshape(n_seq, cfg.n_head * cfg.d_head), w_o)  # [n_seq, n_embd]
+    w = w_o.w.reshape(cfg.n_embd, cfg.n_head, cfg.d_head)  # [n_embd, n_head, d_head]
+    result = hook("attn.result", np.einsum("shd,ehd->she", z, w))  # [n_seq, n_head, n_embd]
+    out = result.sum(axis=1)
+    if w_o.b is not None:
+        out += w_o.b
+    return out
