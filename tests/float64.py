@@ -107,3 +107,15 @@ def float64_tolerance(float32_tolerance: float) -> float:
     """The bound for float64 against float64, from a float32 rounding bound: rounding errors are the unit
     roundoff times the same amplification by the model, and float64's unit roundoff is 2**-29 of float32's."""
     return float32_tolerance * float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)
+
+
+def assert_parity(model: LanguageModel, reference, ids: list[int],
+                  float32_tolerance: float = TINY_FLOAT32_TOLERANCE) -> None:
+    """llmx in float64 equals transformers in float64 up to float64 rounding, and llmx in float32 equals its
+    float64 self up to float32 rounding (`float32_tolerance`, argued where it is chosen)."""
+    exact, _ = llmx_float64(model).forward(ids, all_logits=True)
+    expected = logits(transformers_float64(reference), ids)
+    assert exact.dtype == np.float64
+    assert np.abs(exact - expected).max() < float64_tolerance(float32_tolerance)
+    ours, _ = model.forward(ids, all_logits=True)
+    assert np.abs(ours - exact).max() < float32_tolerance

@@ -33,12 +33,7 @@ def reference(tiny_llama):
 def test_logits_match_transformers_in_float64_and_float32_is_rounding(tiny_llama, reference, n_tokens):
     model = load(str(tiny_llama))
     ids = np.random.default_rng(n_tokens).integers(0, 50257, n_tokens).tolist()
-    exact, _ = float64.llmx_float64(model).forward(ids, all_logits=True)
-    expected = float64.logits(float64.transformers_float64(reference), ids)
-    assert exact.dtype == np.float64
-    assert np.abs(exact - expected).max() < float64.float64_tolerance(float64.TINY_FLOAT32_TOLERANCE)
-    logits, _ = model.forward(ids, all_logits=True)
-    assert np.abs(logits - exact).max() < float64.TINY_FLOAT32_TOLERANCE
+    float64.assert_parity(model, reference, ids)
 
 
 def test_config_reads_grouped_query_attention(tiny_llama):
