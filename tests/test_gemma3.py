@@ -11,7 +11,7 @@ import pytest
 
 import conftest
 import float64
-from llmx.engine import KVCache, Sampling, load
+from llmx.engine import Sampling, load
 from llmx.engine.formats import gguf
 
 GEMMA3 = "gemma-3-270m-q4_k_m.gguf"

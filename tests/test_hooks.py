@@ -10,7 +10,7 @@ import pytest
 
 from llmx.engine import Hooks, Sampling, Trace
 from llmx.engine.hooks import add_at_positions
-from llmx.engine.model import astype, forward
+from llmx.engine.model import astype
 from test_inspect import tiny_llama
 
 TEXT = "Hullo, my name is"
