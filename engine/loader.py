@@ -17,7 +17,7 @@ from .formats.hf import read_config_json, read_tensors, safetensors_files
 from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
 from .model import Config, Weights
-from .packed import packed
+from .packed import gguf_packed, packed
 from .tokenizer import Tokenizer, gguf_tokenizer
 
 
@@ -27,7 +27,7 @@ def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda me
     `adapter`: a folder with a PEFT LoRA adapter (from `llmx finetune`), merged into the weights."""
     path = locate(name)
     if path.is_file():
-        config, weights, tokenizer = load_gguf(path)
+        config, weights, tokenizer = load_gguf(path, on_notice)  # the weights from llmx's cache after the first load
     else:
         config, weights, tokenizer = load_hf_directory(path)  # the tokenizer is checked before the pack is written
         weights = packed(weights, safetensors_files(path), on_notice)  # a no-op when every matrix is [out, in]
@@ -63,8 +63,9 @@ def load_hf_directory(directory: Path) -> tuple[Config, Weights, Tokenizer]:
     return cfg, weights, arch.tokenizer(directory, cfg.n_vocab)
 
 
-def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
-    """A .gguf file: its header checked whole before any tensor is dequantized (to float32, once)."""
+def load_gguf(path: Path, on_notice: Callable[[str], None] = lambda message: None) -> tuple[Config, Weights, Tokenizer]:
+    """A .gguf file: its header checked whole before any tensor is dequantized (to float32, once: later loads
+    map the weights from llmx's cache, engine/packed.py)."""
     header = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS)
     arch = for_gguf(header.meta.get("general.architecture"), path.name)
     cfg = arch.config_from_gguf(header, path.name)
@@ -72,5 +73,8 @@ def load_gguf(path: Path) -> tuple[Config, Weights, Tokenizer]:
                       f"{header.meta['general.architecture']}.block_count", path.name)
     gguf.check_tensor_layout(header, path)
     tokenizer = gguf_tokenizer(header.meta, cfg.n_vocab, path.name, arch.GGUF_PRE_TOKENIZER)  # before the weights
-    weights = arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name, arch.TITLE), cfg)
-    return cfg, weights, tokenizer
+
+    def build() -> Weights:
+        return arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name, arch.TITLE), cfg)
+
+    return cfg, gguf_packed(path, cfg, build, on_notice), tokenizer

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import shutil
 
 import numpy as np
@@ -152,3 +153,102 @@ def _dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+# GGUF files: their weights dequantized (and un-permuted, fused) once, then memory-mapped from the pack.
+
+def gguf_packs():
+    return sorted(cache_dir().glob("gguf-*.safetensors"))
+
+
+def write_llama_gguf(path, tiny_llama, gpt2_vocab, seed=None):
+    """The tiny Llama as a GGUF file, two matrices quantized; `seed`: its weights perturbed (same size)."""
+    from gguf import GGMLQuantizationType as T
+    from test_gguf import LLAMA_META, gpt2_tokenizer_metadata, llama_gguf_tensors, write_gguf
+
+    tensors = llama_gguf_tensors(tiny_llama)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        tensors = {name: t + rng.normal(0, 0.01, t.shape).astype(t.dtype) for name, t in tensors.items()}
+    types = {"blk.0.attn_q.weight": T.Q8_0, "blk.1.ffn_up.weight": T.Q4_1}
+    return write_gguf(path, "llama", {**LLAMA_META, **gpt2_tokenizer_metadata(gpt2_vocab)}, tensors, types)
+
+
+@pytest.fixture
+def fresh_gguf(tmp_path, tiny_llama, gpt2_vocab):
+    """A tiny Llama GGUF file never loaded before (its weights perturbed by a new seed), so never packed."""
+    return write_llama_gguf(tmp_path / "fresh.gguf", tiny_llama, gpt2_vocab, next(SEEDS))
+
+
+def no_dequantizing(monkeypatch):
+    from llmx.engine.formats import gguf
+
+    def refuse(*args):
+        raise AssertionError("dequantized, but the pack should have been used")
+
+    monkeypatch.setattr(gguf, "dequantize_tensor", refuse)
+
+
+def test_a_gguf_file_is_dequantized_once_and_mapped_after(fresh_gguf, monkeypatch):
+    from llmx.engine.packed import flatten
+
+    before = gguf_packs()
+    notices = []
+    first = load(str(fresh_gguf), on_notice=notices.append)
+    [pack] = sorted(set(gguf_packs()) - set(before))
+    assert len(notices) == 1 and "storing the dequantized weights" in notices[0], notices
+    assert re.search(r"once: \d+ MB into ", notices[0]), notices
+    no_dequantizing(monkeypatch)
+    again = []
+    second = load(str(fresh_gguf), on_notice=again.append)
+    assert again == [] and gguf_packs() == sorted([*before, pack])
+    np.testing.assert_array_equal(logits(second), logits(first))  # bit-identical
+    for name, array in flatten(second.weights).items():
+        assert array.flags.c_contiguous and not array.flags.writeable, name  # a read-only map of the pack
+        assert array.ctypes.data % 64 == 0, name
+    assert (second.weights.unembed is second.weights.embed) == (first.weights.unembed is first.weights.embed)
+    monkeypatch.undo()
+    for name, array in flatten(first.weights).items():
+        np.testing.assert_array_equal(array, flatten(second.weights)[name])
+
+
+def test_a_gguf_file_rewritten_in_place_with_the_same_mtime_gets_a_new_pack(fresh_gguf, tmp_path, tiny_llama,
+                                                                             gpt2_vocab, monkeypatch):
+    load(str(fresh_gguf))
+    before = gguf_packs()
+    stat = fresh_gguf.stat()
+    other = write_llama_gguf(tmp_path / "other.gguf", tiny_llama, gpt2_vocab, next(SEEDS))
+    fresh_gguf.write_bytes(other.read_bytes())
+    os.utime(fresh_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (fresh_gguf.stat().st_size, fresh_gguf.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    notices = []
+    rewritten = load(str(fresh_gguf), on_notice=notices.append)
+    assert len(gguf_packs()) == len(before) + 1 and "storing" in notices[0]
+    monkeypatch.setenv("LLMX_PACK", "0")
+    np.testing.assert_array_equal(logits(rewritten), logits(load(str(other))))
+
+
+def test_llmx_pack_0_dequantizes_a_gguf_file_and_writes_no_pack(fresh_gguf, monkeypatch):
+    from llmx.engine.formats import gguf
+
+    monkeypatch.setenv("LLMX_PACK", "0")
+    calls = []
+    dequantize = gguf.dequantize_tensor
+    monkeypatch.setattr(gguf, "dequantize_tensor", lambda *args: calls.append(args) or dequantize(*args))
+    before, notices = gguf_packs(), []
+    model = load(str(fresh_gguf), on_notice=notices.append)
+    assert gguf_packs() == before and notices == [] and calls
+    assert model.weights.blocks[0].w_qkv.w.flags.writeable  # built in memory, not mapped
+
+
+def test_an_unwritable_cache_dequantizes_the_gguf_file_with_one_notice(fresh_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMX_PACK", "0")
+    expected = logits(load(str(fresh_gguf)))
+    monkeypatch.delenv("LLMX_PACK")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("LLMX_CACHE", str(blocker / "llmx"))
+    notices = []
+    model = load(str(fresh_gguf), on_notice=notices.append)
+    assert len(notices) == 1 and "cannot write" in notices[0] and "dequantizing them on every load" in notices[0]
+    np.testing.assert_array_equal(logits(model), expected)
