@@ -13,7 +13,7 @@ from conftest import write_tiny_llama
 from llmx.engine import CheckpointError, LlmxError, load, load_tokenizer
 from llmx.engine.formats.gguf import read_gguf_header
 from llmx.engine.hub import cached_models
-from llmx.engine.packed import cache_dir
+from llmx.engine.formats.pack import cache_dir
 from llmx.engine.formats.safetensors import read_safetensors
 from test_cli import run
 from test_gguf import LLAMA_META, gpt2_tokenizer_metadata, llama_gguf_tensors, write_gguf

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmx.engine import load
-from llmx.engine.packed import cache_dir
+from llmx.engine.formats.pack import cache_dir
 
 SEEDS = itertools.count(1)
 
@@ -131,7 +131,7 @@ def test_an_unwritable_cache_falls_back_to_the_views(fresh_gpt2, tmp_path, monke
 
 
 def test_partial_files_of_killed_writers_are_removed(fresh_gpt2, tmp_path, monkeypatch):
-    from llmx.engine.packed import host_tag
+    from llmx.engine.formats.pack import host_tag
 
     monkeypatch.setenv("LLMX_CACHE", str(tmp_path / "cache"))
     cache_dir().mkdir()
