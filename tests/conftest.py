@@ -172,3 +172,18 @@ def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", b
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": GPT2_EOT, "eos_token": GPT2_EOT}))
     return directory
+
+
+def assert_cached_decoding_equals_full_recompute(model) -> None:
+    """Three tokens at once, then one at a time through the cache: the same logits as one full pass."""
+    import numpy as np
+
+    ids = [464, 3139, 286, 4881, 318, 6342, 13, 383]
+    full, _ = model.forward(ids, all_logits=True)
+    logits, cache = model.forward(ids[:3], all_logits=True)
+    steps = [logits]
+    for token in ids[3:]:
+        logits, cache = model.forward([token], cache)
+        steps.append(logits[None])
+    assert cache.length == len(ids)
+    np.testing.assert_allclose(np.concatenate(steps), full, atol=1e-5)

@@ -197,7 +197,9 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def llama_gguf_tensors(directory) -> dict:
+def llama_gguf_tensors(directory, *, permute: bool = True) -> dict:
+    """A tiny Llama-family folder's tensors under GGUF's names, biases included (Qwen2 has q/k/v biases);
+    with `permute`, query/key rows interleaved as llama.cpp's converter does for llama (not for qwen2)."""
     from safetensors.numpy import load_file
 
     hf = load_file(directory / "model.safetensors")
@@ -209,9 +211,12 @@ def llama_gguf_tensors(directory) -> dict:
              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
     for i in range(2):
         for hf_name, gguf_name in names.items():
-            tensors[f"blk.{i}.{gguf_name}.weight"] = hf[f"model.layers.{i}.{hf_name}.weight"]
-        tensors[f"blk.{i}.attn_q.weight"] = llama_cpp_permute(tensors[f"blk.{i}.attn_q.weight"], 4)
-        tensors[f"blk.{i}.attn_k.weight"] = llama_cpp_permute(tensors[f"blk.{i}.attn_k.weight"], 2)
+            for kind in ("weight", "bias"):
+                if f"model.layers.{i}.{hf_name}.{kind}" in hf:
+                    tensors[f"blk.{i}.{gguf_name}.{kind}"] = hf[f"model.layers.{i}.{hf_name}.{kind}"]
+        if permute:
+            tensors[f"blk.{i}.attn_q.weight"] = llama_cpp_permute(tensors[f"blk.{i}.attn_q.weight"], 4)
+            tensors[f"blk.{i}.attn_k.weight"] = llama_cpp_permute(tensors[f"blk.{i}.attn_k.weight"], 2)
     return tensors
 
 

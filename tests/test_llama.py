@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import float64
-from conftest import GPT2_EOT, write_tokenizer_json
+from conftest import GPT2_EOT, assert_cached_decoding_equals_full_recompute, write_tokenizer_json
 from llmx.engine import KVCache, TokenizerError, load
 from llmx.engine.describe import describe
 from llmx.engine.tokenizer import tokenizer_json_tokenizer
@@ -51,16 +51,7 @@ def test_tied_and_untied_unembedding(tiny_llama):
 
 
 def test_cached_decoding_equals_full_recompute(tiny_llama):
-    model = load(str(tiny_llama))
-    ids = [464, 3139, 286, 4881, 318, 6342, 13, 383]
-    full, _ = model.forward(ids, all_logits=True)
-    logits, cache = model.forward(ids[:3], all_logits=True)
-    steps = [logits]
-    for token in ids[3:]:
-        logits, cache = model.forward([token], cache)
-        steps.append(logits[None])
-    assert cache.length == len(ids)
-    np.testing.assert_allclose(np.concatenate(steps), full, atol=1e-5)
+    assert_cached_decoding_equals_full_recompute(load(str(tiny_llama)))
 
 
 def test_describe_hf_directory(tiny_llama):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import float64
-from conftest import write_tokenizer_json
+from conftest import assert_cached_decoding_equals_full_recompute, write_tokenizer_json
 from llmx.engine import Sampling, load
 from llmx.engine.describe import describe
-from test_gguf import gpt2_tokenizer_metadata, write_gguf
+from test_gguf import gpt2_tokenizer_metadata, llama_gguf_tensors, write_gguf
 from test_hostile_files import hf_variant, one_line_error
 
 ROPE_THETA = 1e6  # Qwen2's, not the 10000 a reader falls back to: a base read wrongly shows in the logits
@@ -71,16 +71,7 @@ def test_greedy_tokens_match_transformers(tiny_qwen2, reference):
 
 
 def test_cached_decoding_equals_full_recompute(tiny_qwen2):
-    model = load(str(tiny_qwen2))
-    ids = [464, 3139, 286, 4881, 318, 6342, 13, 383]
-    full, _ = model.forward(ids, all_logits=True)
-    logits, cache = model.forward(ids[:3], all_logits=True)
-    steps = [logits]
-    for token in ids[3:]:
-        logits, cache = model.forward([token], cache)
-        steps.append(logits[None])
-    assert cache.length == len(ids)
-    np.testing.assert_allclose(np.concatenate(steps), full, atol=1e-5)
+    assert_cached_decoding_equals_full_recompute(load(str(tiny_qwen2)))
 
 
 def test_config_and_weights(tiny_qwen2):
@@ -112,26 +103,8 @@ QWEN2_META = {"qwen2.context_length": 64, "qwen2.embedding_length": 64, "qwen2.b
               "qwen2.attention.layer_norm_rms_epsilon": 1e-6, "qwen2.rope.freq_base": ROPE_THETA}
 
 
-def qwen2_gguf_tensors(directory) -> dict:
-    from safetensors.numpy import load_file
-
-    hf = load_file(directory / "model.safetensors")
-    tensors = {"token_embd.weight": hf["model.embed_tokens.weight"], "output_norm.weight": hf["model.norm.weight"]}
-    if "lm_head.weight" in hf:
-        tensors["output.weight"] = hf["lm_head.weight"]
-    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    for i in range(2):
-        for hf_name, gguf_name in names.items():
-            for kind in ("weight", "bias"):
-                if f"model.layers.{i}.{hf_name}.{kind}" in hf:
-                    tensors[f"blk.{i}.{gguf_name}.{kind}"] = hf[f"model.layers.{i}.{hf_name}.{kind}"]
-    return tensors
-
-
 def test_qwen2_gguf_matches_its_hf_directory(tmp_path, tiny_qwen2, gpt2_vocab):
-    tensors = qwen2_gguf_tensors(tiny_qwen2)
+    tensors = llama_gguf_tensors(tiny_qwen2, permute=False)
     assert "blk.1.attn_k.bias" in tensors
     path = write_gguf(tmp_path / "qwen2.gguf", "qwen2", {**QWEN2_META, **gpt2_tokenizer_metadata(gpt2_vocab, pre=None)},
                       tensors)
@@ -150,7 +123,7 @@ def test_qwen2_gguf_without_a_pre_tokenizer_splits_like_qwen2(tmp_path, tiny_qwe
     from llmx.engine.tokenizer import QWEN2_PATTERN
 
     path = write_gguf(tmp_path / "qwen2.gguf", "qwen2", {**QWEN2_META, **gpt2_tokenizer_metadata(gpt2_vocab, pre=None)},
-                      qwen2_gguf_tensors(tiny_qwen2))
+                      llama_gguf_tensors(tiny_qwen2, permute=False))
     reference = Tokenizer.from_file(str(tiny_qwen2 / "tokenizer.json"))
     reference.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
                                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
