@@ -97,3 +97,27 @@ def sampling_options(command):
     command = click.option("--top-k", type=click.IntRange(min=1),
                            help="Sample only from the k most likely tokens.")(command)
     return temperature_option(command)
+
+
+def spread_values(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """`--data a.txt b.txt --steps 3` -> `--data a.txt --data b.txt --steps 3`: after one of `names`, every
+    argument up to the next one that starts with "-" is another value of that (multiple=True) option."""
+    out, current = [], None
+    for arg in args:
+        if arg.startswith("-"):
+            current = arg if arg in names else None
+        elif current is not None and out[-1] != current:
+            out.append(current)  # a second, third, ... value: repeat the option before it
+        out.append(arg)
+    return out
+
+
+def several_values(base: type, *names: str) -> type:
+    """A click command (or group) class whose options `names` take one or more values in a row, as
+    `--data a.txt b.txt` (click's own options take one value per occurrence)."""
+
+    class Command(base):
+        def parse_args(self, ctx, args):
+            return super().parse_args(ctx, spread_values(list(args), names))
+
+    return Command

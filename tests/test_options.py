@@ -106,3 +106,14 @@ def test_models_show_without_an_argument_uses_llmx_model_or_the_group_option(m, 
     from_env = run("models", "show", "--json", env={"LLMX_MODEL": str(tiny_gpt2)})
     assert from_env.exit_code == 0 and json.loads(from_env.stdout) == named
     assert json.loads(run(*m, "models", "show", "--json").stdout) == named
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--data", "a", "b", "--steps", "3", "--data", "c"], ["--data", "a", "--data", "b", "--steps", "3", "--data", "c"]),
+    (["-m", "x", "--data", "a"], ["-m", "x", "--data", "a"]),
+    (["merge", "-m", "x", "--out", "o"], ["merge", "-m", "x", "--out", "o"]),
+    (["--out", "o", "--data", "a", "b"], ["--out", "o", "--data", "a", "--data", "b"]),
+])
+def test_several_values_follow_one_option(args, expected):
+    from llmx.options import spread_values
+    assert spread_values(args, ("--data",)) == expected

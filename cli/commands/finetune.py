@@ -9,21 +9,21 @@ import click
 
 from ..inputs import load_model
 from ..notices import saved
-from ..options import SEED, model_option
+from ..options import SEED, model_option, several_values
 
 EXAMPLES = """\b
 Examples:
-  llmx finetune -m gpt2 --data essay.txt --out essay-lora --steps 20 --ctx 16
+  llmx finetune -m gpt2 --data essay.txt notes.txt --out essay-lora --steps 20 --ctx 16
   llmx finetune -m gpt2 --data questions.jsonl --ctx 8 --valid-fraction 0.3 --steps 4 --out qa --log qa.jsonl
   llmx finetune -m gpt2 --data essay.txt --ctx 16 --steps 2 --full --out gpt2-essay
   llmx finetune -m gpt2 --data essay.txt --ctx 16 --steps 2 --out e && llmx predict -m gpt2 --adapter e "The"
 """
 
 
-@click.group(invoke_without_command=True, epilog=EXAMPLES)
+@click.group(cls=several_values(click.Group, "--data"), invoke_without_command=True, epilog=EXAMPLES)
 @model_option
 @click.option("--data", multiple=True, metavar="FILE", help="Training text (.txt ...) or JSONL (.jsonl: \"text\", "
-              "or \"prompt\" and \"completion\"), or a folder of them; repeat --data for several.")
+              "or \"prompt\" and \"completion\"), or a folder of them; several files after one --data.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR", help="Where to write the adapter (or model).")
 @click.option("--valid", "valid_file", metavar="FILE", help="Validation data, in the same formats as --data.")
 @click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
