@@ -31,65 +31,33 @@ from .batch import text_of
 from .commands.core import finish, prompt_text, start_generation
 from .commands.score import score_text
 from .data import Continued, Scores, continued_data, record
-from .engine.errors import LlmxError
+from .engine.errors import InputError, LlmxError
 from .inputs import load_model
 from .notices import warn
 from .options import DEFAULT_MODEL
 
 
-def json_fields(data_class: type, optional: bool = False) -> tuple[str, ...]:
-    """The fields --json writes for an object of `data_class` (see data.HIDDEN, data.OPTIONAL)."""
-    kinds = ("hidden",) if optional else ("hidden", "optional")
-    return tuple(f.name for f in dataclasses.fields(data_class) if f.metadata.get("json") not in kinds)
-
-
-class Rows:
-    """What Scorer and Continuer share: the model, loaded once per worker, and a batch in, the batch out."""
-
-    fields: tuple[str, ...] = ()  # the result fields of a row that succeeded, in the order --jsonl writes them
-
-    def __init__(self, model: str | None = None, adapter: str | None = None):
-        use_blas_threads()
-        self.model = model or os.environ.get("LLMX_MODEL") or DEFAULT_MODEL  # as the command line resolves -m
-        self.lm = load_model(self.model, adapter)
-
-    def __call__(self, batch):
-        """The batch with "text" replaced by the results of its rows: [rows] columns in, [rows] columns out."""
-        texts = list(column(batch, "text"))
-        results = self.results(texts)
-        names = ("model", *self.fields, "error")
-        return with_columns(without(batch, "text"), {name: [r.get(name) for r in results] for name in names})
-
-    def results(self, texts: list) -> list[dict]:
-        """One result per text (the fields of its --jsonl line without "line"), in order."""
-        return [self.result(text) for text in texts]
-
-    def result(self, text) -> dict:
-        try:
-            text = text_of({"text": text})
-            return {**self.handle(text, notice_for(text)), "error": None}
-        except LlmxError as e:
-            return {"error": str(e)}
-
-    def handle(self, text: str, notice) -> dict:
-        raise NotImplementedError
-
-
-class Scorer(Rows):
+class Scorer:
     """`llmx score --jsonl [--bos] [--stride N]` for map_batches: each row's tokens, surprisal and totals."""
-
-    fields = json_fields(Scores)
 
     def __init__(self, model: str | None = None, bos: bool = False, stride: int | None = None,
                  adapter: str | None = None):
-        super().__init__(model, adapter)
+        self.model, self.lm = loaded(model, adapter)
         self.bos, self.stride = bos, stride
+        self.fields = json_fields(Scores)  # the result fields of a row, in the order --jsonl writes them
 
-    def handle(self, text: str, notice) -> dict:
+    def __call__(self, batch):
+        return mapped(batch, self.results, self.fields)
+
+    def results(self, texts: list) -> list[dict]:
+        """One result per text (the fields of its --jsonl line but "line"), in order."""
+        return [row_result(text, self.score) for text in texts]
+
+    def score(self, text: str, notice) -> dict:
         return record(self.model, score_text(self.lm, text, self.bos, self.stride, notice))
 
 
-class Continuer(Rows):
+class Continuer:
     """`llmx continue --jsonl` for map_batches, with the same options (`context` is the context's text, which
     the command line reads from --context FILE): each row's continuation in "text", its "ids", "finish_reason"."""
 
@@ -99,16 +67,54 @@ class Continuer(Rows):
                  adapter: str | None = None):
         from .engine import Sampling
 
-        super().__init__(model, adapter)
+        self.model, self.lm = loaded(model, adapter)
         self.max_tokens, self.echo, self.context = max_tokens, echo, context
         self.options = dict(sampling=Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed=seed,
                             stop=tuple(stop))
-        self.fields = json_fields(Continued, optional=echo)  # "prompt" only with echo, as --jsonl --echo
+        self.fields = json_fields(Continued, optional=echo)  # "prompt" only with echo, as with --echo
 
-    def handle(self, text: str, notice) -> dict:
+    def __call__(self, batch):
+        return mapped(batch, self.results, self.fields)
+
+    def results(self, texts: list) -> list[dict]:
+        """One result per text (the fields of its --jsonl line but "line"), in order."""
+        return [row_result(text, self.continued) for text in texts]
+
+    def continued(self, text: str, notice) -> dict:
         generation = start_generation(self.lm, text, self.context, self.max_tokens, notice, **self.options)
         prompt = prompt_text(text, self.context) if self.echo else None
         return record(self.model, continued_data(finish(generation), prompt))
+
+
+def loaded(model: str | None, adapter: str | None):
+    """(the model's name, the model), on the worker: `model`, else LLMX_MODEL, else GPT-2, as the command line
+    resolves -m; with BLAS threads set first, as `llmx` sets them when it starts."""
+    use_blas_threads()
+    name = model or os.environ.get("LLMX_MODEL") or DEFAULT_MODEL
+    return name, load_model(name, adapter)
+
+
+def mapped(batch, results_of, fields: tuple[str, ...]):
+    """The batch with "text" replaced by the results of its texts: [rows] columns in, [rows] columns out.
+    A row that failed has its message in "error" and None in the other result columns."""
+    results = results_of(list(column(batch, "text")))
+    names = ("model", *fields, "error")
+    return with_columns(without(batch, "text"), {name: [result.get(name) for result in results] for name in names})
+
+
+def row_result(text, handle) -> dict:
+    """`handle(text, notice)` and "error": None, or only "error" when the text is not a string or llmx refuses it."""
+    try:
+        text = text_of({"text": text})
+        return {**handle(text, notice_for(text)), "error": None}
+    except LlmxError as e:
+        return {"error": str(e)}
+
+
+def json_fields(data_class: type, optional: bool = False) -> tuple[str, ...]:
+    """The fields --json writes for an object of `data_class` (see data.HIDDEN; data.OPTIONAL ones if `optional`)."""
+    kinds = ("hidden",) if optional else ("hidden", "optional")
+    return tuple(f.name for f in dataclasses.fields(data_class) if f.metadata.get("json") not in kinds)
 
 
 def use_blas_threads() -> None:
@@ -127,15 +133,22 @@ def notice_for(text: str):
     return lambda message: warn(f"the row with text {start!r}: {message}")
 
 
-def column(batch, name: str):
+def column(batch, name: str) -> list:
     """Column `name` of a batch in any of Ray's batch formats; a clear error when it has none."""
-    names = list(batch.keys()) if isinstance(batch, dict) else list(batch.column_names if hasattr(
-        batch, "column_names") else batch.columns)
+    names = column_names(batch)
     if name not in names:
-        raise LlmxError(f'the batch has no "{name}" column (it has {", ".join(map(repr, names)) or "none"}): '
-                        f'give each row a "{name}", e.g. read JSON lines like {{"{name}": "..."}}')
+        raise InputError(f'the batch has no "{name}" column (it has {", ".join(map(repr, names)) or "none"}): '
+                         f'give each row a "{name}", e.g. read JSON lines like {{"{name}": "..."}}')
     values = batch[name]
-    return values.to_pylist() if hasattr(values, "to_pylist") else values
+    return values.to_pylist() if hasattr(values, "to_pylist") else list(values)
+
+
+def column_names(batch) -> list[str]:
+    if isinstance(batch, dict):  # NumPy arrays by name
+        return list(batch)
+    if hasattr(batch, "column_names"):  # a pyarrow Table
+        return list(batch.column_names)
+    return list(batch.columns)  # a pandas DataFrame
 
 
 def without(batch, name: str):
