@@ -227,15 +227,22 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
 
 
 def stream(generation, prompt: str):
-    """Write the prompt (with --echo) and each token as it is sampled; end with a line end."""
+    """Write the prompt (with --echo) and each token as it is sampled; end with a line end. On SIGTERM the
+    token being written is finished and flushed, then the command ends with status 143."""
+    from ..signals import terminate_between_writes
+
     out = sys.stdout
-    out.write(prompt)
-    for step in generation:
-        out.write(step.text)
-        out.flush()
-    if not (prompt + generation.text).endswith("\n"):
-        out.write("\n")
-    out.flush()
+    with terminate_between_writes() as writing:
+        with writing():
+            out.write(prompt)
+        for step in generation:
+            with writing():
+                out.write(step.text)
+                out.flush()
+        with writing():
+            if not (prompt + generation.text).endswith("\n"):
+                out.write("\n")
+            out.flush()
     return generation
 
 
