@@ -11,7 +11,8 @@ then lists, as "llmx: NAME":
 3. the GPT-2 and Llama models already complete in the Hugging Face cache, by Hub id.
 
 Each continues the prompt as `llmx continue` does (the same seed gives the same text), streaming.
-Options: -o max_tokens N, -o temperature T, -o top_k K, -o top_p P, -o seed S. A system prompt
+Options: -o max_tokens N, -o temperature T, -o top_k K, -o top_p P, -o seed S, and -o adapter DIR (a LoRA
+adapter from `llmx finetune` or peft, applied to the model as `llmx continue --adapter DIR` does). A system prompt
 (-s) is put before the prompt with a blank line between. These are base models, without a chat
 template, so conversations (`llm chat`, -c) are refused.
 """
@@ -82,14 +83,14 @@ def parse_entry(text: str) -> Entry:
 
 
 @lru_cache(maxsize=2)
-def load_model(source: str):
+def load_model(source: str, adapter: str | None = None):
     from .engine import load
     from .engine.threads import blas_threads, use_blas_threads
 
     threads = blas_threads(os.environ)  # as the command line does: one BLAS thread per idle core, or LLMX_THREADS
     if threads is not None:
         use_blas_threads(threads)
-    return load(source)
+    return load(source, adapter=adapter)
 
 
 class LlmxModel(llm.Model):
@@ -104,6 +105,8 @@ class LlmxModel(llm.Model):
         top_p: Optional[float] = Field(
             None, gt=0, le=1, description="Sample only from the most likely tokens whose probabilities add up to p")
         seed: Optional[int] = Field(None, ge=0, lt=2 ** 32, description="Random seed: the same seed gives the same continuation")
+        adapter: Optional[str] = Field(
+            None, description="A folder with a LoRA adapter (from llmx finetune or peft) to apply to the model")
 
     def __init__(self, model_id: str, source: str):
         self.model_id = model_id
@@ -115,7 +118,7 @@ class LlmxModel(llm.Model):
     def execute(self, prompt, stream, response, conversation):
         from .engine import Sampling
 
-        lm = load_model(self.source)
+        lm = load_model(self.source, prompt.options.adapter)
         text = f"{prompt.system}\n\n{prompt.prompt}" if prompt.system else prompt.prompt
         o = prompt.options
         sampling = Sampling(temperature=TEMPERATURE if o.temperature is None else o.temperature,

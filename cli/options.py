@@ -30,12 +30,14 @@ def keep_adapter(ctx: click.Context, param, value: str | None) -> None:
     ctx.meta[ADAPTER] = value
 
 
+adapter_option = click.option("--adapter", metavar="DIR", expose_value=False, callback=keep_adapter,
+                              type=click.Path(exists=True, file_okay=False),
+                              help="Apply the LoRA adapter in DIR (from `llmx finetune` or peft) to the model.")
+
+
 def model_option(command):
     """-m MODEL and --adapter DIR (a LoRA adapter from `llmx finetune` or peft, applied to MODEL by load_model)."""
-    command = click.option("--adapter", metavar="DIR", expose_value=False, callback=keep_adapter,
-                           type=click.Path(exists=True, file_okay=False),
-                           help="Apply the LoRA adapter in DIR (from `llmx finetune` or peft) to the model.")(command)
-    return click.option("-m", "--model", callback=resolve_model, help=MODEL_HELP)(command)
+    return click.option("-m", "--model", callback=resolve_model, help=MODEL_HELP)(adapter_option(command))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a view.")
 SEED = click.IntRange(0, 2**32 - 1)  # numpy's generators take no negative seeds
 

@@ -59,3 +59,27 @@ def quantization_label(counts: Counter) -> str:
     if not kinds:
         return "none"
     return kinds[0] + (f" (+{', '.join(kinds[1:])})" if len(kinds) > 1 else "")
+
+
+def describe_adapter(directory) -> dict:
+    """adapter (its folder), adapter_base, adapter_rank, adapter_alpha, adapter_targets and adapter_parameters of a
+    PEFT LoRA adapter folder, from adapter_config.json and the weights' header, as its files say."""
+    import json
+
+    from .errors import InputError
+    from .train.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    directory = Path(directory)
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    if not config_path.is_file() or not weights_path.is_file():
+        raise InputError(f"{directory} has no {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}: "
+                         "give --adapter the folder `llmx finetune` (or peft's save_pretrained) wrote")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{config_path} is not valid JSON ({e}): is it a PEFT adapter's config?") from None
+    header = read_header(weights_path)[0]
+    return dict(adapter=str(directory), adapter_base=config.get("base_model_name_or_path"),
+                adapter_rank=config.get("r"), adapter_alpha=config.get("lora_alpha"),
+                adapter_targets=", ".join(config.get("target_modules") or []),
+                adapter_parameters=sum(math.prod(info["shape"]) for info in header.values()))

@@ -74,3 +74,18 @@ def test_entries_are_named_by_file_name_or_explicitly(tmp_path):
     assert parse_entry(f"smol = {gguf}") == Entry("smol", str(gguf), (str(gguf),))
     hub_id = "HuggingFaceTB/SmolLM2-135M"
     assert parse_entry(hub_id) == Entry(hub_id, hub_id)
+
+
+def test_llm_adapter_option_applies_the_adapter_as_llmx_continue_adapter_does(env, tiny_gpt2, tmp_path):
+    from test_finetune import random_adapter
+
+    from llmx.engine import load
+
+    random_adapter(load(str(tiny_gpt2)), tmp_path / "adapter")
+    adapter = str(tmp_path / "adapter")
+    r = llm_cli(env, "-m", "tiny", "-o", "adapter", adapter, "-o", "seed", "1", "-o", "max_tokens", "12", "Hullo")
+    assert r.returncode == 0, r.stderr
+    options = ["-m", str(tiny_gpt2), "--seed", "1", "--max-tokens", "12", "Hullo"]
+    assert r.stdout == run("continue", "--adapter", adapter, *options).stdout != run("continue", *options).stdout
+    r = llm_cli(env, "-m", "tiny", "-o", "adapter", str(tmp_path), "Hullo")
+    assert r.returncode == 1 and "has no adapter_config.json" in r.stderr

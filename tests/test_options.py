@@ -108,6 +108,26 @@ def test_models_show_without_an_argument_uses_llmx_model_or_the_group_option(m, 
     assert json.loads(run(*m, "models", "show", "--json").stdout) == named
 
 
+def test_models_show_adapter_adds_the_adapters_facts(tiny_gpt2, tmp_path):
+    from test_finetune import random_adapter
+
+    from llmx.engine import load
+
+    random_adapter(load(str(tiny_gpt2)), tmp_path / "adapter")  # rank 4 on the attention and MLP of 2 blocks
+    named = json.loads(run("models", "show", str(tiny_gpt2), "--json").stdout)
+    r = run("models", "show", str(tiny_gpt2), "--adapter", str(tmp_path / "adapter"), "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert {key: shown[key] for key in named} == named
+    assert {key: value for key, value in shown.items() if key not in named} == {
+        "adapter": str(tmp_path / "adapter"), "adapter_base": str(tiny_gpt2), "adapter_rank": 4, "adapter_alpha": 8.0,
+        "adapter_targets": "c_attn, c_fc, c_proj",
+        # per block: c_attn 4*(64+192), attn c_proj 4*(64+64), c_fc 4*(64+256), mlp c_proj 4*(256+64)
+        "adapter_parameters": 2 * 4 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64))}
+    r = run("models", "show", str(tiny_gpt2), "--adapter", str(tmp_path))
+    assert r.exit_code == 1 and "has no adapter_config.json" in r.stderr
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--data", "a", "b", "--steps", "3", "--data", "c"], ["--data", "a", "--data", "b", "--steps", "3", "--data", "c"]),
     (["-m", "x", "--data", "a"], ["-m", "x", "--data", "a"]),

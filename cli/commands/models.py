@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..data import models_data
-from ..options import json_option, resolve_model, svg_option
+from ..options import ADAPTER, adapter_option, json_option, resolve_model, svg_option
 from .common import output
 
 
@@ -35,22 +35,26 @@ Examples:
   llmx models show gpt2
   llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf --json
   llmx models show gpt2 --svg gpt2.svg
+  llmx models show gpt2 --adapter smol-shakespeare/   # and the LoRA adapter's rank, targets, size
 """)
 @click.argument("model", required=False)
+@adapter_option
 @svg_option
 @json_option
 @click.pass_context
 def models_show(ctx, model, svg, as_json):
     """Describe MODEL (a Hub id, directory or .gguf file): architecture, parameters, quantization, context.
 
-    Without MODEL: the model of `llmx -m MODEL models show`, else LLMX_MODEL, else the default.
+    Without MODEL: the model of `llmx -m MODEL models show`, else LLMX_MODEL, else the default. With --adapter:
+    also the LoRA adapter's base model, rank, alpha, target modules and parameters, as its files say.
     """
-    from ..engine.describe import describe
+    from ..engine.describe import describe, describe_adapter
     from ..engine.hub import locate
     from ..views.models import description_view
 
     model = resolve_model(ctx, None, model)
-    info = {"model": model, **describe(locate(model))}
+    adapter = ctx.meta.get(ADAPTER)
+    info = {"model": model, **describe(locate(model)), **(describe_adapter(adapter) if adapter else {})}
     output(None, info, description_view, as_json, svg, f"llmx models show {model}")
 
 
