@@ -99,3 +99,11 @@ def test_ablate_changes_predict_score_and_continue(m):
     out = run("continue", *m, CLEAN, "--seed", "3", "--max-tokens", "8", "--ablate", "0.0,1.mlp", "--ablate-mode",
               "mean", "--json").stdout
     assert json.loads(out)["ids"] == expected
+
+
+@pytest.mark.parametrize("scale, labels", [(1.0, "-0.6 -0.3 -0.1 <0 +0 +0.1 +0.3 +0.6"),
+                                           (0.97, "-0.58 -0.29 -0.097 <0 +0 +0.097 +0.29 +0.58")])
+def test_the_heatmap_legend_has_no_minus_zero(scale, labels):
+    from llmx.views.why import signed_legend
+
+    assert signed_legend(scale, "share").plain.split() == ["share:", *labels.split()]

@@ -22,12 +22,15 @@ def signed_shade(value: float, scale: float) -> str:
 
 
 def signed_legend(scale: float, what: str) -> Text:
+    """Each shade labelled with where it starts, going out from 0: "-0.6 -0.3 -0.1 <0  +0 +0.1 +0.3 +0.6"
+    (the lightest red is for values below 0, down to the next label)."""
     legend = Text(f"{what}: ")
     for styles, sign in ((NEGATIVE, "-"), (POSITIVE, "+")):
         bounds = (0,) + EDGES
         order = reversed(range(4)) if sign == "-" else range(4)
         for i in order:
-            legend.append(f" {sign}{bounds[i] * scale:.2g} ", style=styles[i])
+            label = "<0" if sign == "-" and i == 0 else f"{sign}{bounds[i] * scale:.2g}"
+            legend.append(f" {label} ", style=styles[i])
         legend.append(" ")
     return legend
 
