@@ -35,7 +35,7 @@ Examples:
   llmx models show gpt2
   llmx models show ./SmolLM2-135M-Instruct.Q4_1.gguf --json
   llmx models show gpt2 --svg gpt2.svg
-  llmx models show gpt2 --adapter smol-shakespeare/   # and the LoRA adapter's rank, targets, size
+  llmx finetune -m gpt2 --data essay.txt --ctx 16 --steps 2 --out e && llmx models show gpt2 --adapter e
 """)
 @click.argument("model", required=False)
 @adapter_option
