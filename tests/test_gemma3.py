@@ -248,7 +248,7 @@ def test_commands_run_on_gemma(gemma_cli, args, shown):
 def test_llm_plugin_continues_like_llmx(gemma, gemma_path, monkeypatch):
     from llmx import llm_plugin
 
-    monkeypatch.setattr(llm_plugin, "load_model", lambda source: gemma)
+    monkeypatch.setattr(llm_plugin, "load_model", lambda source, adapter=None: gemma)
     model = llm_plugin.LlmxModel("gemma-3-270m", str(gemma_path))
     response = model.prompt("The capital of France is", temperature=0, max_tokens=12)
     assert response.text().startswith(" the capital of the country of France. It is the largest")
