@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +117,14 @@ def local_ray(tmp_path_factory):
         env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when ray is imported: a one-node cluster
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
         ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' installs it")
+        sigterm = signal.getsignal(signal.SIGTERM)  # ray.init sets its own, which shutdown leaves in place
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             assert ray.util.get_node_ip_address() == "127.0.0.1"
             yield ray, work
         finally:
             ray.shutdown()
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def readme_recipe() -> str:

@@ -57,12 +57,12 @@ class Stdout:
 
 
 def test_sigterm_while_a_token_is_written_finishes_and_flushes_it_then_stops(monkeypatch):
-    out = Stdout(cut=" world")
+    out, before = Stdout(cut=" world"), signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(sys, "stdout", out)
     with pytest.raises(Terminated):
         stream(Tokens(["Hullo", " world", " and", " more"]), "Say: ")
     assert out.flushed == "Say: Hullo world"
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
 def test_sigterm_between_tokens_stops_at_once_after_the_last_whole_token(monkeypatch):
