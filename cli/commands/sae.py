@@ -44,10 +44,10 @@ def sae():
               "sample of the windows) [default: all].")
 @click.option("--epochs", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Passes over the training tokens.")
-@click.option("--lr", default=4e-4, show_default=True, type=click.FloatRange(0, min_open=True))
-@click.option("--batch", default=1024, show_default=True, type=click.IntRange(min=1), help="Tokens per step.")
-@click.option("--window", default=256, show_default=True, type=click.IntRange(min=3),
-              help="Tokens per sequence; the first position of each is left out (the attention sink).")
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--batch", default=512, show_default=True, type=click.IntRange(min=1), help="Tokens per step.")
+@click.option("--window", type=click.IntRange(min=3), help="Tokens per sequence; the first position of each is "
+              "left out (the attention sink) [default: 256, or the model's context].")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @json_option
 def train(model, layer, data, out, valid, valid_fraction, valid_tokens, expansion, latents, k, tokens, epochs,

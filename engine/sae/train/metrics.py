@@ -5,8 +5,9 @@ On held-out windows (positions skip.., as in training):
 - l0: mean number of active latents per token
 - ce_clean, ce_sae, ce_zero: next-token cross-entropy (nats) of the model as it is, with the SAE's
   reconstruction spliced in at the hook (a replace hook on blocks.L.resid_post), and with the hook
-  zero-ablated; both only at positions skip.. (the attention sink at position 0 is left alone, as in
-  training); the predictions counted are those of positions skip.. . ce_recovered = (ce_zero - ce_sae) /
+  zero-ablated; both only at positions skip.. and not at the other attention sinks (rows with a norm over
+  the training's max_norm, see fit.normalizer), which the SAE was not trained on; the predictions counted
+  are those of positions skip.. . ce_recovered = (ce_zero - ce_sae) /
   (ce_zero - ce_clean).
 dead (the fraction of latents that never fire) comes from the scan of every training token (the index).
 """
@@ -47,25 +48,31 @@ class Metrics:
                 "latents": self.latents, "k": self.k, "tokens": self.tokens}
 
 
-def scan(p: Params, k: int, x: np.ndarray, on_progress: Callable[[int, int], None] = lambda d, t: None) -> Firings:
-    """Every nonzero activation of the SAE (on raw inputs) over x [n, d], CHUNK rows at a time."""
-    tokens, latents, acts = [], [], []
+def scan(p: Params, k: int, x: np.ndarray, max_norm: float,
+         on_progress: Callable[[int, int], None] = lambda d, t: None) -> tuple[Firings, int]:
+    """Every nonzero activation of the SAE (on raw inputs) over the rows of x [n, d] with a norm of at most
+    max_norm (the others are attention sinks, see fit.normalizer), CHUNK rows at a time; and how many
+    rows were scanned."""
+    tokens, latents, acts, scanned = [], [], [], 0
     for lo in range(0, len(x), CHUNK):
-        s = encode(p, np.asarray(x[lo:lo + CHUNK], np.float32), k)
+        part = np.asarray(x[lo:lo + CHUNK], np.float32)
+        rows = np.flatnonzero(np.linalg.norm(part, axis=1) <= max_norm)
+        s = encode(p, part[rows], k)
         row, slot = np.nonzero(s.acts > 0)
-        tokens.append(lo + row)
+        scanned += len(rows)
+        tokens.append(lo + rows[row])
         latents.append(s.idx[row, slot])
         acts.append(s.acts[row, slot])
         on_progress(min(lo + CHUNK, len(x)), len(x))
     return Firings(np.concatenate(tokens).astype(np.int64), np.concatenate(latents).astype(np.int64),
-                   np.concatenate(acts).astype(np.float32))
+                   np.concatenate(acts).astype(np.float32)), scanned
 
 
-def splice(name: str, skip: int, fn) -> Hooks:
-    """A hook replacing `name`'s rows skip.. by fn(rows)."""
+def splice(name: str, rows: np.ndarray, fn) -> Hooks:
+    """A hook replacing `name`'s rows `rows` by fn(those rows)."""
     def replace(value: np.ndarray, site) -> np.ndarray:
         out = value.copy()
-        out[skip:] = fn(value[skip:])
+        out[rows] = fn(value[rows])
         return out
 
     return Hooks([(name, replace)])
@@ -86,30 +93,32 @@ def cross_entropy(logits: np.ndarray, ids: np.ndarray, skip: int) -> tuple[float
     return float(-logp[np.arange(len(targets)), targets].sum()), len(targets)
 
 
-def window_sums(lm: LanguageModel, p: Params, k: int, layer: int, ids: np.ndarray, skip: int) -> np.ndarray:
+def window_sums(lm: LanguageModel, p: Params, k: int, layer: int, ids: np.ndarray, skip: int,
+                max_norm: float) -> np.ndarray:
     """One held-out window's sums, packed in one vector to add up over windows:
     [sse, sum of x (d values), sum of ||x||^2, active latents, rows, ce_clean, ce_sae, ce_zero (summed), n_pred]."""
     name = f"blocks.{layer}.resid_post"
     start = prefix(lm, ids, layer)
     seen = {}
     clean = logits_from(lm, start, layer, record(name, skip, seen))
-    x = seen["x"]
+    rows = skip + np.flatnonzero(np.linalg.norm(seen["x"], axis=1) <= max_norm)  # not the attention sinks
+    x = seen["x"][rows - skip]
     x_hat = reconstruct(p, x, k)
     active = float((encode(p, x, k).acts > 0).sum())
-    sae = logits_from(lm, start, layer, splice(name, skip, lambda rows: reconstruct(p, rows, k)))
-    zero = logits_from(lm, start, layer, splice(name, skip, np.zeros_like))
+    sae = logits_from(lm, start, layer, splice(name, rows, lambda r: reconstruct(p, r, k)))
+    zero = logits_from(lm, start, layer, splice(name, rows, np.zeros_like))
     (ce_clean, n), (ce_sae, _), (ce_zero, _) = (cross_entropy(z, ids, skip) for z in (clean, sae, zero))
     sse = float(((x.astype(np.float64) - x_hat) ** 2).sum())
     return np.r_[sse, x.astype(np.float64).sum(axis=0), float((x.astype(np.float64) ** 2).sum()), active, len(x),
                  ce_clean, ce_sae, ce_zero, n]
 
 
-def evaluate(lm: LanguageModel, p: Params, k: int, layer: int, windows: np.ndarray, skip: int, dead: float,
-             tokens: int, on_progress: Callable[[int, int], None] = lambda d, t: None) -> Metrics:
+def evaluate(lm: LanguageModel, p: Params, k: int, layer: int, windows: np.ndarray, skip: int, max_norm: float,
+             dead: float, tokens: int, on_progress: Callable[[int, int], None] = lambda d, t: None) -> Metrics:
     """The metrics of the SAE `p` (on raw inputs) over the held-out `windows` [n, window]."""
     total = None
     for i, ids in enumerate(windows):
-        sums = window_sums(lm, p, k, layer, ids, skip)
+        sums = window_sums(lm, p, k, layer, ids, skip, max_norm)
         total = sums if total is None else total + sums
         on_progress(i + 1, len(windows))
     d = p.w_enc.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,11 +35,11 @@ class TrainOptions:
     latents: int | None = None  # the SAE's width; None: expansion * d_model
     expansion: int = 16
     tokens: int | None = None  # training tokens to collect (at most); None: all the training text
-    lr: float = 4e-4
-    batch: int = 1024
+    lr: float = 3e-3
+    batch: int = 512
     epochs: float = 4.0
     seed: int = 0
-    window: int = 256  # tokens per sequence the model reads
+    window: int | None = None  # tokens per sequence the model reads; None: 256, or the model's context
     skip: int = 1  # positions left out at the start of each window (the attention sink: see collect.py)
     valid_fraction: float = 0.1  # of the files held out (of the windows, with a single file) without `valid`
     valid_tokens: int = 8192  # held-out tokens measured (each costs about two forward passes)
@@ -49,15 +49,16 @@ def no_stage(what: str):
     return nullcontext(lambda done, total: None)
 
 
-def check_options(lm: LanguageModel, opts: TrainOptions) -> int:
-    """The SAE's width, after checking what the engine can: a clear error for each bad value."""
+def resolved(lm: LanguageModel, opts: TrainOptions) -> TrainOptions:
+    """The options with the SAE's width and the window filled in, checked: a clear error for each bad value."""
     check_layer(lm, opts.layer)
-    if not 2 <= opts.window <= lm.config.n_ctx or not 0 <= opts.skip < opts.window - 1:
+    window = opts.window or min(256, lm.config.n_ctx)
+    if not opts.skip + 2 <= window <= lm.config.n_ctx:
         raise InputError(f"--window must be between {opts.skip + 2} and the model's context ({lm.config.n_ctx})")
     latents = opts.latents or opts.expansion * lm.config.n_embd
     if not 0 < opts.k < latents:
         raise InputError(f"--k {opts.k} must be between 1 and the number of latents ({latents}) less one")
-    return latents
+    return replace(opts, latents=latents, window=window)
 
 
 def spread(windows: np.ndarray, n: int) -> np.ndarray:
@@ -70,8 +71,8 @@ def spread(windows: np.ndarray, n: int) -> np.ndarray:
 def train_sae(lm: LanguageModel, data: list[str], valid: list[str] | None, out: Path, opts: TrainOptions,
               stage: Callable = no_stage) -> Metrics:
     """Train, measure and write the SAE into `out` (activations collected go to out/activations)."""
-    latents = check_options(lm, opts)
-    per = opts.window - opts.skip
+    opts = resolved(lm, opts)
+    latents, per = opts.latents, opts.window - opts.skip
     corpus = load_corpus(data, valid, lm.tokenizer, opts.window, opts.valid_fraction, opts.seed)
     train = corpus.train[:math.ceil(opts.tokens / per)] if opts.tokens else corpus.train
     started = time.perf_counter()
@@ -84,17 +85,17 @@ def train_sae(lm: LanguageModel, data: list[str], valid: list[str] | None, out: 
     raw = fold(params, norm)
     trained = time.perf_counter()
     with stage("indexing") as bar:
-        firings = scan(raw, opts.k, acts.x, bar)
-    index = build_index(firings, latents, len(acts.x), acts.ids, acts.skip, lm.name)
+        firings, scanned = scan(raw, opts.k, acts.x, norm.max_norm, bar)
+    index = build_index(firings, latents, scanned, acts.ids, acts.skip, lm.name)
     dead = float((index.density == 0).mean())
     with stage("measuring on held-out text") as bar:
         held = spread(corpus.valid, math.ceil(opts.valid_tokens / per))
-        metrics = evaluate(lm, raw, opts.k, opts.layer, held, opts.skip, dead, len(acts.x), bar)
+        metrics = evaluate(lm, raw, opts.k, opts.layer, held, opts.skip, norm.max_norm, dead, scanned, bar)
     seconds = {"collect": collected - started, "train": trained - collected, "total": time.perf_counter() - started}
     llmx = {"options": asdict(opts), "metrics": metrics.as_dict(), "seconds": {k: round(v, 1) for k, v in seconds.items()},
             "train_files": list(corpus.train_files), "valid_files": list(corpus.valid_files),
             "valid_tokens": int(len(held) * per), "input_mean_norm": float(np.linalg.norm(norm.mean)),
-            "input_scale": norm.scale}
+            "input_scale": norm.scale, "sink_norm": norm.max_norm}
     write_sae(out, raw, opts.k, f"blocks.{opts.layer}.hook_resid_post", lm.name, index.density, llmx)
     write_index(out, index)
     return metrics
