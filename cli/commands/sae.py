@@ -17,7 +17,7 @@ Examples:
 """
 
 
-@click.group()
+@click.group(epilog=EXAMPLES)
 def sae():
     """Sparse autoencoders (SAEs) on a model's residual stream: train one with `llmx sae train`."""
 

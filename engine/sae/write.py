@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+SAELENS_FORMAT = "6.0.0"  # the format version the files follow: SAELens converts configs without one as pre-6 ones
 SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.int64): "I64"}
 
 
@@ -41,7 +42,7 @@ def sae_config(d_in: int, d_sae: int, k: int, hook_name: str, model: str, llmx: 
             "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
             "rescale_acts_by_decoder_norm": False, "hook_name": hook_name,
             "metadata": {"model_name": model, "hook_name": hook_name, "hook_layer": int(hook_name.split(".")[1]),
-                         "llmx": llmx}}
+                         "sae_lens_version": SAELENS_FORMAT, "llmx": llmx}}
 
 
 def write_sae(folder: Path, params, k: int, hook_name: str, model: str, density: np.ndarray, llmx: dict) -> None:
