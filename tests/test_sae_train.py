@@ -261,3 +261,9 @@ def test_index_keeps_each_latents_strongest_contexts_and_a_histogram(tmp_path):
     for name in ("top_acts", "top_tokens", "top_center", "density", "hist"):
         np.testing.assert_array_equal(getattr(back, name), getattr(index, name))
     assert read_index(tmp_path / "none") is None
+    from llmx.engine.errors import CheckpointError
+    from llmx.engine.sae.write import write_tensors
+
+    write_tensors(tmp_path / "llmx_index.safetensors", {"density": index.density})
+    with pytest.raises(CheckpointError, match="has no tensor 'top_acts'"):
+        read_index(tmp_path)

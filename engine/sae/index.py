@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CheckpointError
 from ..formats.safetensors import DTYPES, read_header, read_metadata
 from .write import write_tensors
 
@@ -105,6 +106,10 @@ def read_index(folder) -> Index | None:
     data = np.memmap(path, dtype=np.uint8, mode="r")
     arrays = {name: np.array(data[start + info["data_offsets"][0]:start + info["data_offsets"][1]]
                              .view(DTYPES[info["dtype"]]).reshape(info["shape"])) for name, info in header.items()}
+    missing = [name for name in ("top_acts", "top_tokens", "top_center", "density", "hist") if name not in arrays]
+    if missing:
+        raise CheckpointError(f"{path} has no tensor {missing[0]!r}: train the SAE again with `llmx sae train`, "
+                              "or delete the file to explore without an index")
     meta = read_metadata(path)
     return Index(arrays["top_acts"], arrays["top_tokens"], arrays["top_center"], arrays["density"],
                  arrays["hist"], int(meta.get("tokens", 0)), int(meta.get("window_before", 0)),
