@@ -50,9 +50,14 @@ def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
 
 def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Queries [n_head, n_seq, d_head], keys and values [n_kv_head, n_seq, d_head] of the new positions."""
-    n_seq, d_head = x.shape[0], cfg.d_head
+    return heads_of(linear(x, blk.w_qkv), blk, cfg, rope, hook)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+
+
+def heads_of(fused: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fused projection [n_seq, n_q + 2 * n_kv] as query, key and value heads, normalized and rotated
+    where the model does (engine/batched.py computes the projection its own way, then calls this)."""
+    n_seq, d_head = fused.shape[0], cfg.d_head
     n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    fused = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
     q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
     k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
     v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)

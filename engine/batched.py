@@ -24,10 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .attention import KVCache, attend, attention_output, qkv
+from .attention import KVCache, attend, heads_of
 from .hooks import NO_POINTS as NO_HOOKS
-from .model import Block, Config, Weights, mlp, norm, post_norm
-from .nn import rope_tables
+from .model import Block, Config, Linear, Weights, norm, post_norm
+from .nn import gelu_new, linear, rope_tables, silu
 
 
 def forward_rows(ids: Sequence[int], weights: Weights, cfg: Config,
@@ -49,7 +49,7 @@ def forward_rows(ids: Sequence[int], weights: Weights, cfg: Config,
         x = block_rows(x, blk, cfg, [c.k[i] for c in caches], [c.v[i] for c in caches], starts,
                        local_rope if local else rope, cfg.sliding_window if local else None)
     x = norm(x, weights.ln_final, cfg)
-    logits = x @ weights.unembed.T  # [B, n_embd] -> [B, n_vocab]
+    logits = linear_rows(x, Linear(weights.unembed))  # [B, n_embd] -> [B, n_vocab]
     return logits, [dataclasses.replace(c, length=c.length + 1) for c in caches]
 
 
@@ -80,7 +80,7 @@ def block_rows(x: np.ndarray, blk: Block, cfg: Config, k_bufs, v_bufs, starts: l
     """model.block for B rows that are B sequences: [B, n_embd] -> [B, n_embd]."""
     attn_out = attention_rows(norm(x, blk.ln1, cfg), blk, cfg, k_bufs, v_bufs, starts, rope, window)
     x = x + post_norm(attn_out, blk.ln1_post, cfg, NO_HOOKS, "ln1_post.in")
-    mlp_out = post_norm(mlp(norm(x, blk.ln2, cfg), blk, cfg, NO_HOOKS), blk.ln2_post, cfg, NO_HOOKS, "ln2_post.in")
+    mlp_out = post_norm(mlp_rows(norm(x, blk.ln2, cfg), blk, cfg), blk.ln2_post, cfg, NO_HOOKS, "ln2_post.in")
     return x + mlp_out
 
 
@@ -88,7 +88,31 @@ def attention_rows(x: np.ndarray, blk: Block, cfg: Config, k_bufs, v_bufs, start
                    window: int | None) -> np.ndarray:
     """Attention for B sequences' new positions: projections on all rows at once, each row attending to its
     own cache: [B, n_embd] -> [B, n_embd]."""
-    q, k, v = qkv(x, blk, cfg, rope, NO_HOOKS)  # [n_head, B, d_head], [n_kv_head, B, d_head]
+    fused = linear_rows(x, blk.w_qkv)  # [B, n_embd] -> [B, n_q + 2 * n_kv]
+    q, k, v = heads_of(fused, blk, cfg, rope, NO_HOOKS)  # [n_head, B, d_head], [n_kv_head, B, d_head]
     z = np.concatenate([attend(q[:, r:r + 1], k[:, r:r + 1], v[:, r:r + 1], cfg, k_bufs[r], v_bufs[r], start,
                                NO_HOOKS, window) for r, start in enumerate(starts)])  # [B, n_head, d_head]
-    return attention_output(z, blk.w_o, cfg, NO_HOOKS)
+    return linear_rows(z.reshape(len(starts), cfg.n_head * cfg.d_head), blk.w_o)  # [B, n_embd]
+
+
+def mlp_rows(x: np.ndarray, blk: Block, cfg: Config) -> np.ndarray:
+    """model.mlp without hook points, its products by linear_rows: [B, n_embd] -> [B, n_embd]."""
+    h = linear_rows(x, blk.w_in)  # [B, n_ff] (or [B, 2 * n_ff] for SwiGLU, GeGLU)
+    if cfg.mlp == "gelu":
+        h = gelu_new(h)
+    else:
+        act = silu if cfg.mlp == "swiglu" else gelu_new
+        h = act(h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
+    return linear_rows(h, blk.w_out)
+
+
+def linear_rows(x: np.ndarray, p: Linear) -> np.ndarray:
+    """x @ p.w.T + b for B rows, computed as (p.w @ x.T).T: OpenBLAS runs the weight matrix times a few
+    columns faster than a few rows times the transposed matrix (15-20% of a GPT-2 step at B = 16 on a
+    2-core AVX-512 host). One row takes nn.linear, so that a batch of one is the single pass exactly."""
+    if x.shape[0] == 1:
+        return linear(x, p)
+    y = (p.w @ x.T).T  # [out, in] @ [in, B] -> [out, B], seen as [B, out]
+    if p.b is not None:
+        y += p.b
+    return y
