@@ -57,10 +57,9 @@ jsonl_option = click.option(
 lines_option = click.option("--lines", is_flag=True, help="With --jsonl: each input line is plain text, not JSON.")
 batch_size_option = click.option(
     "--batch-size", type=click.IntRange(min=1), metavar="N",
-    help=f"With --jsonl: run up to N lines together (default {DEFAULT_BATCH_SIZE}); continue generates for them (or for "
-         "its -n samples) in "
-         "one pass over the weights per token. Only lines that have already arrived are batched, and results "
-         "are the same for any N.")
+    help=f"With --jsonl (or continue -n): run up to N texts together (default {DEFAULT_BATCH_SIZE}); continue "
+         "generates them in one pass over the weights per token. Only lines that have already arrived are "
+         "batched, and results are the same for any N.")
 
 RESERVED = ("line", "error")  # written last on every output line, over input fields of the same name
 JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
