@@ -61,9 +61,13 @@ def main() -> None:
     print(f"weights read per token: {weight_bytes / 1e6:.0f} MB -> decode floor {floor * 1e3:.1f} ms/token "
           f"({1 / floor:.1f} tokens/s); llmx reaches {decode * floor:.0%} of it")
     print_process_figures(checkpoint, args.repeats)
+    from batch import print_batch_rows, print_gguf_batch_rows  # bench/batch.py: batches in one weight pass
+
+    print_batch_rows(f"GPT-2 {args.size} shape", ours, theirs, args.repeats, pad_id=50256)
     if args.smollm2:
         print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
         print_table(compare_gguf(args.smollm2, args.repeats))
+        print_gguf_batch_rows(args.smollm2, args.repeats)
 
 
 def write_checkpoint(size: str) -> Path:

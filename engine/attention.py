@@ -50,9 +50,14 @@ def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
 
 def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Queries [n_head, n_seq, d_head], keys and values [n_kv_head, n_seq, d_head] of the new positions."""
-    n_seq, d_head = x.shape[0], cfg.d_head
+    return heads_of(linear(x, blk.w_qkv), blk, cfg, rope, hook)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
+
+
+def heads_of(fused: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fused projection [n_seq, n_q + 2 * n_kv] as query, key and value heads, normalized and rotated
+    where the model does (engine/batched.py computes the projection its own way, then calls this)."""
+    n_seq, d_head = fused.shape[0], cfg.d_head
     n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    fused = linear(x, blk.w_qkv)  # [n_seq, n_embd] -> [n_seq, n_q + 2 * n_kv]
     q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
     k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
     v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
@@ -65,9 +70,17 @@ def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray,
 
 def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, window: int | None) -> np.ndarray:
     """Causal multi-head attention over the cached positions and the new ones (the last `window` of them
-    on a local layer); query heads sharing a key/value head are batched."""
+    on a local layer): [n_seq, n_embd] -> [n_seq, n_embd]."""
     q, k, v = qkv(x, blk, cfg, rope, hook)
-    n_seq, end = x.shape[0], start + x.shape[0]
+    z = attend(q, k, v, cfg, k_buf, v_buf, start, hook, window)
+    return attention_output(z, blk.w_o, cfg, hook)
+
+
+def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | None) -> np.ndarray:
+    """One sequence's new queries against its cache and new keys: each head's weighted values
+    [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. The batched decode step
+    (engine/batched.py) calls it once per sequence, with that sequence's own cache."""
+    n_seq, end = q.shape[1], start + q.shape[1]
     keys, values, first = remember(k_buf, v_buf, k, v, start, window)  # [n_kv_head, n_keys, d_head]
     n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
     q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
@@ -78,8 +91,7 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
     pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group, n_seq, n_keys)
     z = pattern @ values[:, None]  # [n_kv_head, group, n_seq, d_head]
-    z = hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
-    return attention_output(z, blk.w_o, cfg, hook)
+    return hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -76,6 +76,25 @@ class LanguageModel:
     def complete(self, prompt_ids: list[int], max_tokens: int, **options) -> GenerationResult:
         """The `GenerationResult` of one run of `generate(prompt_ids, max_tokens, **options)`."""
         return self.generate(prompt_ids, max_tokens, **options).result()
+
+    def generate_batch(self, prompts: Sequence[list[int]], max_tokens: int, *, seeds: Sequence[int | None] | None = None,
+                       on_notice: Callable[[str], None] = ignore, **options) -> Iterator[tuple[int, GenerationResult]]:
+        """(index, result) of each prompt's run as it finishes, all run as one batch (see generate_batch.py):
+        result i is `complete(prompts[i], max_tokens, seed=seeds[i], **options)`'s. Nothing runs until iterated."""
+        from .generate_batch import run_batch
+
+        seeds = [None] * len(prompts) if seeds is None else list(seeds)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        return run_batch([self.generate(p, max_tokens, seed=s, on_notice=on_notice, **options)
+                          for p, s in zip(prompts, seeds)])
+
+    def complete_batch(self, prompts: Sequence[list[int]], max_tokens: int, **options) -> list[GenerationResult]:
+        """The results of `generate_batch(prompts, max_tokens, **options)`, in the prompts' order."""
+        results: list[GenerationResult | None] = [None] * len(prompts)
+        for index, result in self.generate_batch(prompts, max_tokens, **options):
+            results[index] = result
+        return results
 
     def score(self, ids: list[int], **options):
         """A `Score`: each token's log-probability given those before it; see `score.score` (bos, stride, ...)."""

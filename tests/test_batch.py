@@ -257,3 +257,87 @@ def test_sigterm_between_lines_exits_143_at_once(m):
     rest = child.stdout.read()
     assert child.wait(timeout=60) == 143 and json.loads(first)["line"] == 1 and rest == b""
     child.stdin.close()
+
+
+MIXED = jsonl({"id": 1, "text": "Hullo, my name is"}, "not json", {"id": 3, "text": "The capital of France is"}, "",
+              {"id": 5, "text": "a"}, {"id": 6}, {"id": 7, "text": "One two three four five six seven eight nine"},
+              {"id": 8, "text": "Hullo, my name is"}, {"id": 9, "text": "x"})
+
+
+@pytest.mark.parametrize("command", [["continue", "--seed", "3", "--max-tokens", "9", "--stop", "e"],
+                                     ["continue", "--temperature", "0", "--max-tokens", "60", "--echo"],
+                                     ["predict", "--top", "2"], ["score", "--bos"]],
+                         ids=["continue-sampled", "continue-greedy-past-the-window", "predict", "score"])
+def test_jsonl_output_is_the_same_for_any_batch_size(m, command):
+    """Micro-batches of 1 and 7 (continue: rows generated together, finishing at different times, sliding
+    their windows) give byte-identical output, with the failing lines failing alone; the same notices on stderr."""
+    one = run(*command, *m, "--jsonl", "--batch-size", "1", input=MIXED)
+    seven = run(*command, *m, "--jsonl", "--batch-size", "7", input=MIXED)
+    default = run(*command, *m, "--jsonl", input=MIXED)
+    assert one.exit_code == seven.exit_code == default.exit_code == 1
+    assert one.stdout == seven.stdout == default.stdout
+    assert sorted(one.stderr.splitlines()) == sorted(seven.stderr.splitlines())  # rows of a batch notice in turn
+    out = results(one.stdout)
+    assert [o["line"] for o in out] == [1, 2, 3, 5, 6, 7, 8, 9]
+    assert [o["error"] is None for o in out] == [True, False, True, True, False, True, True, True]
+    if command[0] == "continue":
+        assert len({len(o["ids"]) for o in out if o["error"] is None}) > 1 or command[1] == "--temperature"
+        single = json.loads(run(*command, *m, "--json", "The capital of France is").stdout)
+        assert out[2] == {"id": 3, **single, "line": 3, "error": None}
+
+
+def test_continue_n_samples_are_single_runs_with_seeds_s_to_s_plus_n_minus_1(m):
+    r = run("continue", *m, "Hullo, my name is", "-n", "3", "--seed", "5", "--max-tokens", "6", "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    samples = json.loads(r.stdout)
+    singles = [json.loads(run("continue", *m, "Hullo, my name is", "--seed", str(s), "--max-tokens", "6",
+                              "--json").stdout) for s in (5, 6, 7)]
+    assert samples == [{**single, "seed": s} for single, s in zip(singles, (5, 6, 7))]
+    assert len({tuple(s["ids"]) for s in samples}) == 3
+    in_twos = run("continue", *m, "Hullo, my name is", "-n", "3", "--seed", "5", "--max-tokens", "6", "--json",
+                  "--batch-size", "2")
+    assert in_twos.stdout == r.stdout
+    plain = run("continue", *m, "Hullo, my name is", "-n", "3", "--seed", "5", "--max-tokens", "6", "--echo")
+    assert plain.stdout == "".join(f"--- sample {i} of 3, seed {4 + i} ---\nHullo, my name is{s['text']}\n"
+                                   for i, s in enumerate(samples, 1))
+    wrapped = json.loads(run("continue", *m, "Hi", "-n", "2", "--seed", str(2**32 - 1), "--max-tokens", "2",
+                             "--json").stdout)
+    assert [s["seed"] for s in wrapped] == [2**32 - 1, 0]
+    unseeded = json.loads(run("continue", *m, "Hi", "-n", "2", "--max-tokens", "3", "--json").stdout)
+    again = json.loads(run("continue", *m, "Hi", "--seed", str(unseeded[1]["seed"]), "--max-tokens", "3",
+                           "--json").stdout)
+    assert (unseeded[1]["seed"] - unseeded[0]["seed"]) % 2**32 == 1 and again["ids"] == unseeded[1]["ids"]
+
+
+def test_n_and_batch_size_usage_errors(m):
+    r = run("continue", *m, "--jsonl", "-n", "2", input="{}\n")
+    assert r.exit_code == 2 and "-n samples one TEXT: drop --jsonl" in r.stderr
+    r = run("continue", *m, "x", "-n", "2", "--svg", "x.svg")
+    assert r.exit_code == 2 and "drop --svg" in r.stderr
+    for command in ("continue", "predict", "score"):
+        r = run(command, *m, "Hullo", "--batch-size", "2")
+        assert r.exit_code == 2 and "--batch-size goes with --jsonl" in r.stderr
+    r = run("score", *m, "--jsonl", "--batch-size", "0", input="{}\n")
+    assert r.exit_code == 2
+
+
+def test_a_batch_never_waits_for_lines_that_have_not_arrived(m):
+    """A writer that sends the next line only after it has read the last result (a chat loop, a coprocess) gets
+    each result at once, although a micro-batch could hold 16 lines."""
+    child = subprocess.Popen([sys.executable, "-m", "llmx", "continue", *m, "--jsonl", "--lines", "--seed", "1",
+                              "--max-tokens", "3", "--batch-size", "16"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timer = threading.Timer(120, child.kill)  # a reader that waits for a whole batch would hang: fail instead
+    timer.start()
+    try:
+        for n in (1, 2, 3):
+            child.stdin.write(f"Line {n}\n".encode())
+            child.stdin.flush()
+            line = child.stdout.readline()
+            assert line and json.loads(line)["line"] == n, child.stderr.read().decode()
+        child.stdin.write(b"Line 4, the last, without a line end")
+        child.stdin.close()
+        assert json.loads(child.stdout.readline())["line"] == 4
+        assert child.wait(timeout=60) == 0
+    finally:
+        timer.cancel()

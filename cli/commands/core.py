@@ -8,9 +8,9 @@ from functools import partial
 
 import click
 
-from ..batch import batch_options, is_batch, run_batch
+from ..batch import DEFAULT_BATCH_SIZE, batch_options, is_batch, run_batch, run_batches
 from ..data import Decoded, Predictions, Truncated, continued_data, record, tokens_data
-from ..engine.errors import InputError, count
+from ..engine.errors import InputError, LlmxError, count
 from ..inputs import load_model, read_file, read_text
 from ..notices import warn
 from ..options import json_option, model_option, sampling_options, seed_option, svg_option
@@ -137,17 +137,17 @@ Examples:
 @svg_option
 @json_option
 @batch_options
-def predict(text, model, top, ablate, ablate_mode, svg, as_json, jsonl, lines):
+def predict(text, model, top, ablate, ablate_mode, svg, as_json, jsonl, lines, batch_size):
     """Show the most likely next tokens after TEXT, with probabilities and logits.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT predicts the first token.
     """
     from ..views.predict import predictions_view
 
-    if is_batch(text, jsonl, lines, svg):
+    if is_batch(text, jsonl, lines, svg, batch_size):
         lm = load_model(model)
         run_batch(jsonl, lines, lambda t, notice: record(model, predict_text(lm, t, top, notice, ablate,
-                                                                              ablate_mode)))
+                                                                              ablate_mode)), batch_size)
         return
     text = read_text(text)
     lm = load_model(model)
@@ -167,6 +167,8 @@ Examples:
   llmx continue $'Q: What is 2+2?\\nA:' --temperature 0 --stop '\\n'   # $'..': a real newline
   grep -i everest notes.txt | llmx continue --context - "Q: How high is Mt. Everest?" --max-tokens 20
   llmx continue --jsonl questions.jsonl --seed 1 --max-tokens 20 > answers.jsonl
+  llmx continue "Hullo, my name is" -n 4 --seed 1 --max-tokens 10     # samples with seeds 1, 2, 3, 4
+  llmx continue "Hullo, my name is" -n 16 --max-tokens 10 --json | jq -r '.[].text'
   llmx continue "Hullo, my name is" --seed 1 --svg continuation.svg
   llmx continue "The capital of France is" --temperature 0 --max-tokens 5 --ablate 0.mlp
 """)
@@ -183,12 +185,17 @@ Examples:
 @click.option("--context", metavar="FILE",
               help="Put the text of FILE ('-': stdin) before TEXT: the prompt is the context, a blank line, then "
                    "TEXT. If they do not fit the window with --max-tokens, the context's start is dropped.")
+@click.option("-n", "samples", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Sample N continuations of TEXT, generated together in batches of --batch-size "
+                   f"(default {DEFAULT_BATCH_SIZE}). With --seed S, sample i (1..N) uses seed S+i-1 (mod 2**32): "
+                   "sample 1 is what --seed S alone gives; without --seed, S is drawn at random. Each sample is "
+                   "printed when it is done, under a line with its number and seed; --json prints a list.")
 @ablation_options
 @svg_option
 @json_option
 @batch_options
-def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, ablate, ablate_mode, svg,
-              as_json, jsonl, lines):
+def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, echo, context, samples, ablate,
+              ablate_mode, svg, as_json, jsonl, lines, batch_size):
     """Continue TEXT, streaming tokens to stdout as they are sampled.
 
     TEXT is read from stdin when it is '-' or absent; an empty TEXT starts from <|endoftext|>.
@@ -196,7 +203,9 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     """
     from ..engine import Sampling
 
-    batch = is_batch(text, jsonl, lines, svg)
+    batch = is_batch(text, jsonl, lines, svg, batch_size, samples)
+    if samples > 1 and (batch or svg):
+        raise click.UsageError(f"-n samples one TEXT: drop {'--jsonl' if batch else '--svg'} (or -n)")
     if context == "-" and (jsonl == "-" if batch else text in (None, "-")):
         raise click.UsageError("--context - reads the context from stdin, so give the question as TEXT "
                                "(or the --jsonl input as a file)")
@@ -206,10 +215,10 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
                    stop=tuple(map(unescape, stop)), ablation=(ablate, ablate_mode))
     lm = load_model(model)
     if batch:
-        run_batch(jsonl, lines, lambda t, notice: record(model, continued_data(
-            finish(start_generation(lm, t, context, max_tokens, notice, **options)),
-            prompt_text(t, context) if echo else None)))
+        run_batches(jsonl, lines, partial(continue_lines, lm, model, context, max_tokens, echo, options), batch_size)
         return
+    if samples > 1:
+        return continue_samples(lm, model, text, context, max_tokens, (samples, batch_size), echo, as_json, options)
     generation = start_generation(lm, text, context, max_tokens, warn, **options)
     prompt = prompt_text(text, context)
     echoed = prompt if echo else None
@@ -272,6 +281,91 @@ def start_generation(lm, text: str, context: str | None, max_tokens: int, notice
         ids = prompt.ids
     return ablated(lm, *ablation, lm.fit(ids, reserve=max_tokens)).generate(ids, max_tokens, on_notice=notice,
                                                                              **options)
+
+
+def continue_lines(lm, model: str, context: str | None, max_tokens: int, echo: bool, options: dict,
+                   texts: list[str], notices: list) -> list:
+    """The results of a micro-batch of --jsonl lines (an LlmxError for a line that failed), generated together."""
+    outcomes, generations = {}, {}
+    for i, (text, notice) in enumerate(zip(texts, notices)):
+        try:
+            generations[i] = start_generation(lm, text, context, max_tokens, notice, **options)
+        except LlmxError as e:
+            outcomes[i] = e
+    for i, result in zip(generations, results_of(list(generations.values()))):
+        outcomes[i] = result if isinstance(result, LlmxError) else record(
+            model, continued_data(result, prompt_text(texts[i], context) if echo else None))
+    return [outcomes[i] for i in range(len(texts))]
+
+
+def results_of(generations: list) -> list:
+    """Each generation's result, all run as one batch; should the batch fail, each alone (a failure its own)."""
+    from ..engine.generate_batch import complete_all
+
+    try:
+        return complete_all(generations)
+    except LlmxError:
+        pass
+    results = []
+    for generation in generations:
+        try:
+            results.append(generation.result())
+        except LlmxError as e:
+            results.append(e)
+    return results
+
+
+def continue_samples(lm, model: str, text: str, context: str | None, max_tokens: int, counts: tuple[int, int | None],
+                     echo: bool, as_json: bool, options: dict) -> None:
+    """-n N: N samples of TEXT (seeds S, S+1, ...), in batches; each printed (or kept for --json) in order."""
+    from ..engine.generate_batch import run_batch
+
+    (n, batch_size), records = counts, []
+    seeds, notice = sample_seeds(options["seed"], n), once(warn)
+    prompt = prompt_text(text, context) if echo else None
+    size = batch_size or DEFAULT_BATCH_SIZE
+    for first in range(0, n, size):
+        chunk = seeds[first:first + size]
+        generations = [start_generation(lm, text, context, max_tokens, notice, **{**options, "seed": s}) for s in chunk]
+        for k, result in in_order(run_batch(generations)):
+            if as_json:
+                records.append({**record(model, continued_data(result, prompt)), "seed": chunk[k]})
+            else:
+                sys.stdout.write(f"--- sample {first + k + 1} of {n}, seed {chunk[k]} ---\n")
+                whole = (prompt or "") + result.text
+                sys.stdout.write(whole if whole.endswith("\n") else whole + "\n")
+                sys.stdout.flush()
+    if as_json:
+        emit_json(records)
+
+
+def sample_seeds(seed: int | None, n: int) -> list[int]:
+    """The seeds of -n's samples: S, S+1, ... (mod 2**32), S drawn at random when not given."""
+    import random
+
+    base = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    return [(base + i) % 2**32 for i in range(n)]
+
+
+def in_order(finished):
+    """(index, result) pairs arriving in any order, handed on in index order as soon as each can be."""
+    waiting, following = {}, 0
+    for index, result in finished:
+        waiting[index] = result
+        while following in waiting:
+            yield following, waiting.pop(following)
+            following += 1
+
+
+def once(notice):
+    """`notice`, saying each distinct message only once (N samples of one prompt share its notices)."""
+    said = set()
+
+    def tell(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            notice(message)
+    return tell
 
 
 def finish(generation):

@@ -34,7 +34,7 @@ Examples:
 @svg_option
 @json_option
 @batch_options
-def score(text, model, bos, stride, ablate, ablate_mode, svg, as_json, jsonl, lines):
+def score(text, model, bos, stride, ablate, ablate_mode, svg, as_json, jsonl, lines, batch_size):
     """Show how surprising each token of TEXT is to the model: its log-probability (natural log)
     and surprisal in bits; then the mean negative log-likelihood (nats/token), the perplexity
     and the bits per byte (over the UTF-8 bytes of the scored tokens).
@@ -43,10 +43,10 @@ def score(text, model, bos, stride, ablate, ablate_mode, svg, as_json, jsonl, li
     """
     from ..views.score import score_view
 
-    if is_batch(text, jsonl, lines, svg):
+    if is_batch(text, jsonl, lines, svg, batch_size):
         lm = load_model(model)
         run_batch(jsonl, lines, lambda t, notice: record(model, score_text(lm, t, bos, stride, notice, ablate,
-                                                                                  ablate_mode)))
+                                                                                  ablate_mode)), batch_size)
         return
     text = read_text(text)
     lm = load_model(model)
