@@ -38,7 +38,7 @@ def torch_grads(reference, ids, targets, mask) -> tuple[float, dict]:
 
 def llmx_grads(model, dtype, ids, targets, mask) -> tuple[float, dict]:
     params = to_params(model.weights, dtype)
-    loss, tape = train_forward(params, model.config, ids, targets, mask)
+    loss, tape = train_forward(params, model.config, ids, targets, mask, trainable=set(params))
     grads = train_backward(tape, params, model.config, trainable=set(params))
     assert set(grads) == set(params)
     return loss, hf_tensors(grads, model.config)
@@ -89,7 +89,7 @@ def test_finite_differences_agree_with_a_few_entries(tiny_llama):
     model = load(str(tiny_llama))
     ids, targets, mask = batch(model.config.n_vocab, seed=2)
     params = to_params(model.weights, np.float64)
-    _, tape = train_forward(params, model.config, ids, targets, mask)
+    _, tape = train_forward(params, model.config, ids, targets, mask, trainable=set(params))
     grads = train_backward(tape, params, model.config, trainable=set(params))
     rng = np.random.default_rng(0)
     for name in ("blocks.0.w_qkv.w", "blocks.1.ln1.g", "blocks.1.w_in.w", "ln_final.g", "embed"):

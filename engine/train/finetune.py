@@ -85,8 +85,7 @@ class Finetune:
         losses, weights = [], []
         for start in range(0, len(self.valid), self.options.batch):
             ids, targets, mask = self.valid.rows(slice(start, start + self.options.batch))
-            loss, _ = train_forward(self.params, self.model.config, ids, targets, mask, self.lora)
-            losses.append(loss)
+            losses.append(train_forward(self.params, self.model.config, ids, targets, mask, self.lora)[0])
             weights.append(mask.sum())
         return float(np.average(losses, weights=weights))
 

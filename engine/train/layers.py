@@ -144,12 +144,14 @@ def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int) -> np.ndar
     return d_embed
 
 
-def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray):
-    """Mean of -log p(target) over the positions where mask is 1: logits [..., n_vocab], targets and mask [...].
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray, count: float | None = None):
+    """Mean of -log p(target) over the positions where mask is 1: logits [..., n_vocab], targets and mask [...];
+    `count` is the number of positions the mean divides by (default: mask's; a chunk of a batch gives the batch's).
     Returns (loss, saved (probabilities, targets, mask weights))."""
     logp = log_softmax(logits)
     picked = np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    weights = mask.astype(logits.dtype) / max(float(mask.sum()), 1.0)  # each counted position's share
+    count = max(float(mask.sum()), 1.0) if count is None else count
+    weights = mask.astype(logits.dtype) / logits.dtype.type(count)  # each counted position's share
     loss = -float((picked * weights).sum())
     np.exp(logp, out=logp)  # the probabilities, in the same memory: the logits' size is the largest array
     return loss, (logp, targets, weights)
