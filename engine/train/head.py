@@ -32,7 +32,7 @@ def head_forward(x: np.ndarray, unembed: np.ndarray, targets, mask, *, grad: boo
     targets, mask = np.asarray(targets).reshape(-1), np.asarray(mask).reshape(-1)
     count = max(float(mask.sum()), 1.0)  # every chunk divides by the count of the whole batch
     d_rows = np.empty_like(rows) if grad else None
-    d_unembed = np.zeros_like(unembed) if grad and grad_unembed else None
+    d_unembed = None
     loss = 0.0
     for lo in range(0, len(rows), CHUNK):
         part = slice(lo, lo + CHUNK)
@@ -42,6 +42,7 @@ def head_forward(x: np.ndarray, unembed: np.ndarray, targets, mask, *, grad: boo
         if grad:
             d_logits = L.cross_entropy_backward(saved)
             d_rows[part] = d_logits @ unembed  # [chunk, n_vocab] -> [chunk, n_embd]
-            if d_unembed is not None:
-                d_unembed += d_logits.T @ rows[part]  # [n_vocab, chunk] @ [chunk, n_embd]
+            if grad_unembed:  # the first chunk's product starts the sum: no zeros to add it to
+                d_part = d_logits.T @ rows[part]  # [n_vocab, chunk] @ [chunk, n_embd]
+                d_unembed = d_part if d_unembed is None else np.add(d_unembed, d_part, out=d_unembed)
     return loss, (HeadGrads(d_rows.reshape(x.shape), d_unembed) if grad else None)

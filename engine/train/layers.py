@@ -137,9 +137,10 @@ def attention_backward(dz: np.ndarray, saved):
     return dq, dk, dv
 
 
-def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int) -> np.ndarray:
-    """x = E[ids]: each row of dx adds to the row of its token (a token seen twice gets both)."""
-    d_embed = np.zeros((n_vocab, dx.shape[-1]), dx.dtype)
+def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int, into: np.ndarray | None = None) -> np.ndarray:
+    """x = E[ids]: each row of dx adds to the row of its token (a token seen twice gets both). Adds to `into`
+    (e.g. a tied unembedding's gradient, updated in place) rather than to zeros when given."""
+    d_embed = np.zeros((n_vocab, dx.shape[-1]), dx.dtype) if into is None else into
     np.add.at(d_embed, ids.reshape(-1), dx.reshape(-1, dx.shape[-1]))
     return d_embed
 

@@ -192,9 +192,8 @@ def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora 
         grads["pos_embed"] = np.zeros_like(params["pos_embed"])
         grads["pos_embed"][:dx.shape[1]] = dx.sum(axis=0)
     if "embed" in trainable:
-        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab)
-        if "unembed" not in params:  # tied: the matrix is used twice, so its gradient is the sum of both uses
-            grads["embed"] += d_unembed
+        tied = "unembed" not in params  # the matrix is used twice, so its gradient is the sum of both uses
+        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab, into=d_unembed if tied else None)
     if "unembed" in params and "unembed" in trainable:
         grads["unembed"] = d_unembed
     return {name: g for name, g in grads.items() if name in trainable}
