@@ -167,9 +167,12 @@ def test_a_real_ctrl_c_finishes_the_step_under_way(tiny_gpt2, tmp_path, monkeypa
     monkeypatch.setattr(finetune, "train_step", signalled)
     text = tmp_path / "text.txt"
     text.write_text("Now is the winter of our discontent. " * 20)
-    r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"))
+    r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"),
+            "--log", str(tmp_path / "log.jsonl"))
     assert r.exit_code == 130 and "stopping after this step" in r.stderr
     assert json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())["step"] == 2
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]  # the step the Ctrl-C saved is in the log too
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
