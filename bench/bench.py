@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs per measurement")
     parser.add_argument("--smollm2", type=Path, help="also compare on this SmolLM2 GGUF file")
+    parser.add_argument("--finetune", action="store_true", help="also a training step (bench/finetune.py)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
@@ -68,6 +69,8 @@ def main() -> None:
         print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
         print_table(compare_gguf(args.smollm2, args.repeats))
         print_gguf_batch_rows(args.smollm2, args.repeats)
+    if args.finetune:
+        __import__("finetune").print_finetune_rows(checkpoint, args.smollm2, args.repeats)
 
 
 def write_checkpoint(size: str) -> Path:

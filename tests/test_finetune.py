@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from llmx.engine import load
+from llmx.engine.errors import InputError
 from llmx.engine.train.data import from_pairs, load_data
 from llmx.engine.train.export import save_adapter, save_model_folder
 from llmx.engine.train.lora import init_adapters, lora_spec, merged
@@ -166,9 +167,12 @@ def test_a_real_ctrl_c_finishes_the_step_under_way(tiny_gpt2, tmp_path, monkeypa
     monkeypatch.setattr(finetune, "train_step", signalled)
     text = tmp_path / "text.txt"
     text.write_text("Now is the winter of our discontent. " * 20)
-    r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"))
+    r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"),
+            "--log", str(tmp_path / "log.jsonl"))
     assert r.exit_code == 130 and "stopping after this step" in r.stderr
     assert json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())["step"] == 2
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]  # the step the Ctrl-C saved is in the log too
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
@@ -258,3 +262,17 @@ def test_a_data_folder_reads_its_text_and_jsonl_files(tiny_gpt2, tmp_path):
     apart = [load_data([str(tmp_path / "data" / name)], tokenizer, 4) for name in ("a.txt", "b.jsonl")]
     assert both.tokens.tolist() == apart[0].tokens.tolist() + apart[1].tokens.tolist()
     assert both.mask.tolist() == apart[0].mask.tolist() + apart[1].mask.tolist()
+
+
+def test_a_model_with_steps_training_lacks_is_refused_before_training(tiny_llama):
+    from dataclasses import replace
+
+    from llmx.engine.train.finetune import check_trainable
+
+    cfg = load(str(tiny_llama)).config
+    check_trainable(cfg)  # Llama trains
+    for change in ({"qk_norm": True}, {"mlp": "geglu"}, {"sliding_window": 4, "local_layers": (0,)}):
+        with pytest.raises(InputError, match="cannot fine-tune llama models yet .*fine-tune a GPT-2, Llama or Qwen2"):
+            check_trainable(replace(cfg, **change))
+    with pytest.raises(InputError, match="cannot train gemma3 models yet"):
+        check_trainable(replace(cfg, arch="gemma3"))

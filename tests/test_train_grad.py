@@ -38,7 +38,7 @@ def torch_grads(reference, ids, targets, mask) -> tuple[float, dict]:
 
 def llmx_grads(model, dtype, ids, targets, mask) -> tuple[float, dict]:
     params = to_params(model.weights, dtype)
-    loss, tape = train_forward(params, model.config, ids, targets, mask)
+    loss, tape = train_forward(params, model.config, ids, targets, mask, trainable=set(params))
     grads = train_backward(tape, params, model.config, trainable=set(params))
     assert set(grads) == set(params)
     return loss, hf_tensors(grads, model.config)
@@ -89,7 +89,7 @@ def test_finite_differences_agree_with_a_few_entries(tiny_llama):
     model = load(str(tiny_llama))
     ids, targets, mask = batch(model.config.n_vocab, seed=2)
     params = to_params(model.weights, np.float64)
-    _, tape = train_forward(params, model.config, ids, targets, mask)
+    _, tape = train_forward(params, model.config, ids, targets, mask, trainable=set(params))
     grads = train_backward(tape, params, model.config, trainable=set(params))
     rng = np.random.default_rng(0)
     for name in ("blocks.0.w_qkv.w", "blocks.1.ln1.g", "blocks.1.w_in.w", "ln_final.g", "embed"):
@@ -109,3 +109,19 @@ def test_cross_entropy_gradient_is_zero_where_masked():
     d = L.cross_entropy_backward(saved)
     assert np.all(d[0, [0, 3]] == 0) and np.abs(d[0, 1:3].sum(axis=-1)).max() < 1e-15
     assert loss > 0
+
+
+def test_the_loss_head_in_chunks_equals_it_whole(monkeypatch):
+    """Loss, d_x and d_unembed of the chunked head equal those of one chunk (float64: rounding only), with a mask."""
+    from llmx.engine.train import head
+
+    rng = np.random.default_rng(3)
+    x, unembed = rng.normal(size=(2, 7, 5)), rng.normal(size=(11, 5))
+    targets, mask = rng.integers(0, 11, (2, 7)), (rng.random((2, 7)) > 0.3).astype(np.int64)
+    whole = head.head_forward(x, unembed, targets, mask, grad=True, grad_unembed=True)
+    monkeypatch.setattr(head, "CHUNK", 3)  # 14 positions: chunks of 3, 3, 3, 3, 2
+    chunked = head.head_forward(x, unembed, targets, mask, grad=True, grad_unembed=True)
+    assert abs(whole[0] - chunked[0]) < 1e-12
+    assert np.abs(whole[1].d_x - chunked[1].d_x).max() < 1e-12
+    assert np.abs(whole[1].d_unembed - chunked[1].d_unembed).max() < 1e-12
+    assert np.all(chunked[1].d_x[mask == 0] == 0)  # positions left out of the loss get no gradient

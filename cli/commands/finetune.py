@@ -91,11 +91,11 @@ def run(lm, model, options, data, valid_file, valid_fraction, train_on_prompt, o
 
     def on_step(p) -> None:
         update(p)
-        stop.check()
-        if log:
+        if log:  # before stopping, so that the log has the step a Ctrl-C saves
             log.write(json.dumps({"step": p.step, "loss": p.loss, "val_loss": p.val_loss, "lr": p.lr,
                                   "tok_s": p.tok_s}) + "\n")
             log.flush()
+        stop.check()
 
     stop = StopAfterStep()
     try:

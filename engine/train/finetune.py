@@ -12,12 +12,15 @@ import numpy as np
 from ..errors import InputError
 from .data import Dataset
 from .export import save_adapter, save_model_folder
+from .hfnames import hf_names
 from .lora import init_adapters, lora_spec, merged
 from .net import train_forward
 from .optim import AdamW, adamw_state, schedule
 from .params import to_params
 from .step import train_step
 
+# Config features the training forward and backward passes do not have yet (Gemma 3's), and GeGLU
+NO_BACKWARD = ("embed_scale", "post_norms", "qk_norm", "query_pre_attn_scalar", "sliding_window", "local_layers")
 CHECKPOINT = "checkpoint"  # the sub-folder of --out with the state to --resume from
 MERGED = "merged"  # the sub-folder of --out with --merge's model folder
 
@@ -50,12 +53,22 @@ class Progress:
     tok_s: float  # training tokens per second in this step
 
 
+def check_trainable(cfg) -> None:
+    """Refuse, before any training, a model whose forward pass has steps the backward pass lacks."""
+    hf_names(cfg)  # an architecture without a Hugging Face name map could train but not be saved
+    missing = [name for name in NO_BACKWARD if getattr(cfg, name)] + (["geglu"] if cfg.mlp == "geglu" else [])
+    if missing:
+        raise InputError(f"llmx cannot fine-tune {cfg.arch} models yet (no backward pass for {', '.join(missing)}): "
+                         "fine-tune a GPT-2, Llama or Qwen2 model")
+
+
 class Finetune:
     """The training state of one run: parameters, optimizer moments and the step."""
 
     def __init__(self, model, options: FinetuneOptions, train: Dataset, valid: Dataset | None):
         if options.batch % options.accumulate:
             raise InputError(f"--batch {options.batch} is not a multiple of --accumulate {options.accumulate}")
+        check_trainable(model.config)
         self.model, self.options, self.train, self.valid = model, options, train, valid
         self.params = to_params(model.weights, copy=options.full)  # LoRA leaves the base as it is: shared
         if options.full:
@@ -85,8 +98,7 @@ class Finetune:
         losses, weights = [], []
         for start in range(0, len(self.valid), self.options.batch):
             ids, targets, mask = self.valid.rows(slice(start, start + self.options.batch))
-            loss, _ = train_forward(self.params, self.model.config, ids, targets, mask, self.lora)
-            losses.append(loss)
+            losses.append(train_forward(self.params, self.model.config, ids, targets, mask, self.lora)[0])
             weights.append(mask.sum())
         return float(np.average(losses, weights=weights))
 

@@ -137,19 +137,22 @@ def attention_backward(dz: np.ndarray, saved):
     return dq, dk, dv
 
 
-def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int) -> np.ndarray:
-    """x = E[ids]: each row of dx adds to the row of its token (a token seen twice gets both)."""
-    d_embed = np.zeros((n_vocab, dx.shape[-1]), dx.dtype)
+def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int, into: np.ndarray | None = None) -> np.ndarray:
+    """x = E[ids]: each row of dx adds to the row of its token (a token seen twice gets both). Adds to `into`
+    (e.g. a tied unembedding's gradient, updated in place) rather than to zeros when given."""
+    d_embed = np.zeros((n_vocab, dx.shape[-1]), dx.dtype) if into is None else into
     np.add.at(d_embed, ids.reshape(-1), dx.reshape(-1, dx.shape[-1]))
     return d_embed
 
 
-def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray):
-    """Mean of -log p(target) over the positions where mask is 1: logits [..., n_vocab], targets and mask [...].
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray, count: float | None = None):
+    """Mean of -log p(target) over the positions where mask is 1: logits [..., n_vocab], targets and mask [...];
+    `count` is the number of positions the mean divides by (default: mask's; a chunk of a batch gives the batch's).
     Returns (loss, saved (probabilities, targets, mask weights))."""
     logp = log_softmax(logits)
     picked = np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    weights = mask.astype(logits.dtype) / max(float(mask.sum()), 1.0)  # each counted position's share
+    count = max(float(mask.sum()), 1.0) if count is None else count
+    weights = mask.astype(logits.dtype) / logits.dtype.type(count)  # each counted position's share
     loss = -float((picked * weights).sum())
     np.exp(logp, out=logp)  # the probabilities, in the same memory: the logits' size is the largest array
     return loss, (logp, targets, weights)

@@ -15,6 +15,7 @@ import numpy as np
 from ..model import Config
 from ..nn import rope_tables
 from . import layers as L
+from .head import HeadGrads, head_forward
 
 
 @dataclass(frozen=True)
@@ -136,23 +137,33 @@ class Tape:
     rope: tuple | None  # cos, sin [n_seq, d_head], or None with learned positions
     blocks: list  # each block's saved activations
     ln_final: tuple
-    x_final: np.ndarray  # [batch, n_seq, n_embd] after the final norm
-    loss: tuple | None  # cross_entropy_forward's saved values, once the loss is computed
+    head: HeadGrads | None = None  # the loss head's gradients, computed with the loss (see head.py)
 
 
 def unembed_matrix(params: dict) -> np.ndarray:
     return params["unembed"] if "unembed" in params else params["embed"]  # tied: the embedding itself
 
 
-def train_forward(params: dict, cfg: Config, ids, targets, mask, lora: Lora | None = None) -> tuple[float, Tape]:
-    """Mean cross-entropy of predicting `targets` [batch, n_seq] after `ids`, over positions where `mask` is 1."""
-    logits, tape = logits_forward(params, cfg, ids, lora)
-    loss, tape.loss = L.cross_entropy_forward(logits, np.asarray(targets), np.asarray(mask))
+def train_forward(params: dict, cfg: Config, ids, targets, mask, lora: Lora | None = None,
+                  trainable=()) -> tuple[float, Tape]:
+    """Mean cross-entropy of predicting `targets` [batch, n_seq] after `ids`, over positions where `mask` is 1.
+    `trainable` names the parameters train_backward will want: with none (a validation loss) the tape has no
+    gradient of the head, and train_backward cannot run on it."""
+    x, tape = hidden_forward(params, cfg, ids, lora)
+    trainable = set(trainable)
+    loss, tape.head = head_forward(x, unembed_matrix(params), targets, mask, grad=bool(trainable),
+                                   grad_unembed=bool({"embed", "unembed"} & trainable))
     return loss, tape
 
 
 def logits_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> tuple[np.ndarray, Tape]:
     """Logits [batch, n_seq, n_vocab] of every position, and the tape of activations that led to them."""
+    x, tape = hidden_forward(params, cfg, ids, lora)
+    return x @ unembed_matrix(params).T, tape  # [batch, n_seq, n_embd] -> [batch, n_seq, n_vocab]
+
+
+def hidden_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> tuple[np.ndarray, Tape]:
+    """The final norm's output [batch, n_seq, n_embd], and the tape of activations that led to it."""
     ids = np.asarray(ids)
     n_seq = ids.shape[1]
     dtype = params["embed"].dtype
@@ -165,27 +176,24 @@ def logits_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> 
         x, s = block_forward(x, params, i, cfg, rope, lora)
         saved.append(s)
     x, ln = norm_forward(x, params, "ln_final", cfg)
-    logits = x @ unembed_matrix(params).T  # [batch, n_seq, n_embd] -> [batch, n_seq, n_vocab]
-    return logits, Tape(ids, rope, saved, ln, x, None)
+    return x, Tape(ids, rope, saved, ln)
 
 
 def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora | None = None) -> dict:
     """The gradient of the loss with respect to every parameter named in `trainable`: {name: array}."""
+    if tape.head is None:
+        raise ValueError("train_forward was given no trainable parameters, so its tape has no gradient to go on")
     grads: dict = {}
-    d_logits = L.cross_entropy_backward(tape.loss)  # [batch, n_seq, n_vocab]
-    unembed = unembed_matrix(params)
-    dx, d_unembed, _ = L.linear_backward(d_logits, tape.x_final, unembed,
-                                         want_w="unembed" in trainable or "embed" in trainable)
-    dx = norm_backward(dx, tape.ln_final, params, "ln_final", cfg, grads)
-    for i in reversed(range(cfg.n_layer)):
-        dx = block_backward(dx, tape.blocks[i], params, i, cfg, tape.rope, lora, grads, trainable)
+    d_unembed = tape.head.d_unembed
+    dx = norm_backward(tape.head.d_x, tape.ln_final, params, "ln_final", cfg, grads)
+    for i in reversed(range(cfg.n_layer)):  # each block's activations are dropped once used: memory falls as it goes
+        dx = block_backward(dx, tape.blocks.pop(), params, i, cfg, tape.rope, lora, grads, trainable)
     if "pos_embed" in trainable:
         grads["pos_embed"] = np.zeros_like(params["pos_embed"])
         grads["pos_embed"][:dx.shape[1]] = dx.sum(axis=0)
     if "embed" in trainable:
-        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab)
-        if "unembed" not in params:  # tied: the matrix is used twice, so its gradient is the sum of both uses
-            grads["embed"] += d_unembed
+        tied = "unembed" not in params  # the matrix is used twice, so its gradient is the sum of both uses
+        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab, into=d_unembed if tied else None)
     if "unembed" in params and "unembed" in trainable:
         grads["unembed"] = d_unembed
     return {name: g for name, g in grads.items() if name in trainable}

@@ -30,13 +30,19 @@ def adamw_step(params: dict, grads: dict, state: dict, opt: AdamW, lr: float) ->
     c1, c2 = 1 - opt.beta1 ** t, 1 - opt.beta2 ** t
     for name, g in grads.items():
         p, m, v = params[name], state["m"][name], state["v"][name]
+        c, tmp = p.dtype.type, np.empty_like(p)  # one scratch array: no temporaries the size of p beyond it
         if opt.weight_decay and p.ndim >= 2:
-            p *= p.dtype.type(1 - lr * opt.weight_decay)
-        m *= m.dtype.type(opt.beta1)
-        m += m.dtype.type(1 - opt.beta1) * g
-        v *= v.dtype.type(opt.beta2)
-        v += v.dtype.type(1 - opt.beta2) * g * g
-        p -= p.dtype.type(lr / c1) * m / (np.sqrt(v) / p.dtype.type(math.sqrt(c2)) + p.dtype.type(opt.eps))
+            p *= c(1 - lr * opt.weight_decay)
+        m *= c(opt.beta1)
+        m += np.multiply(g, c(1 - opt.beta1), out=tmp)
+        v *= c(opt.beta2)
+        np.multiply(g, g, out=tmp)
+        v += np.multiply(tmp, c(1 - opt.beta2), out=tmp)
+        np.sqrt(v, out=tmp)
+        tmp /= c(math.sqrt(c2))
+        tmp += c(opt.eps)  # the denominator sqrt(v_hat) + eps
+        np.divide(m, tmp, out=tmp)
+        p -= np.multiply(tmp, c(lr / c1), out=tmp)
 
 
 def schedule(step: int, lr: float, warmup: int, total: int, min_fraction: float = 0.1) -> float:
@@ -51,7 +57,7 @@ def schedule(step: int, lr: float, warmup: int, total: int, min_fraction: float 
 def clip_gradients(grads: dict, max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_);
     returns the norm before clipping."""
-    total = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))  # vdot: a BLAS dot, no squared copy
     factor = max_norm / (total + 1e-6)
     if factor < 1:
         for g in grads.values():

@@ -19,7 +19,7 @@ def accumulate(params: dict, cfg, micro_batches, trainable, lora: Lora | None) -
     when they are equal-sized, with one micro-batch's activations in memory at a time."""
     total, losses = {}, []
     for ids, targets, mask in micro_batches:
-        loss, tape = train_forward(params, cfg, ids, targets, mask, lora)
+        loss, tape = train_forward(params, cfg, ids, targets, mask, lora, trainable)
         grads = train_backward(tape, params, cfg, trainable, lora)
         del tape
         losses.append(loss)
