@@ -70,7 +70,9 @@ def main() -> None:
         print_table(compare_gguf(args.smollm2, args.repeats))
         print_gguf_batch_rows(args.smollm2, args.repeats)
     if args.finetune:
-        __import__("finetune").print_finetune_rows(checkpoint, args.smollm2, args.repeats)
+        from finetune import print_finetune_rows  # bench/finetune.py: a training step against PyTorch's
+
+        print_finetune_rows(checkpoint, args.smollm2, args.repeats)
 
 
 def write_checkpoint(size: str) -> Path:
