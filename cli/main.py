@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import click
 
 from .batch import Terminated
-from .commands import core, finetune, inspect, models, score, why
+from .commands import core, features, finetune, inspect, models, score, why
 from .notices import error
 from .options import MODEL_HELP
 
@@ -70,7 +70,8 @@ def cli(model):
     """
 
 
-for command in [*core.COMMANDS, *models.COMMANDS, score.score, *inspect.COMMANDS, *why.COMMANDS, *finetune.COMMANDS]:
+for command in [*core.COMMANDS, *models.COMMANDS, score.score, *inspect.COMMANDS, *why.COMMANDS, *finetune.COMMANDS,
+                *features.COMMANDS]:
     cli.add_command(command)
 
 

@@ -223,6 +223,7 @@ READER_GONE_ARGS = {  # arguments that make each command print something
     ("neighbors",): [" Paris"], ("steer",): ["Hi", "--add", " Love", "--sub", " Hate", "--layer", "0"],
     ("attribute",): ["Hullo", "--target", " Paris"], ("patch",): ["Hi", "Ha", "--target", " Paris", "--foil", " Rome"],
     ("finetune",): ["--help"], ("finetune", "merge"): ["--help"],  # they write files; stdout has only their help
+    ("features",): ["--help"], ("feature",): ["--help"],  # they need an SAE: test_sae_cli.py runs them on one
 }
 
 
