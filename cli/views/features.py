@@ -71,6 +71,8 @@ def density_line(card) -> str:
     if card.density is None:
         return "Density: unknown (no index in the SAE's folder: scan some text with --data FILE)."
     scanned = f" of {card.tokens:,} tokens" if card.tokens else ""
+    if card.density == 0:
+        return f"Never fires in {card.tokens:,} tokens (from {where})."
     return f"Fires on {percent(card.density)}{scanned} (from {where})."
 
 

@@ -1,7 +1,8 @@
 """Exploring an SAE's latents on its model: which fire on each token, one latent's card, steering with one.
 
-Activations are read with a `Trace` at the SAE's hook and encoded by `SparseAutoencoder.encode`; text starts
-with the model's start token when the SAE was trained that way (SAELens' prepend_bos, its default).
+Activations are read by a hook at the SAE's hook point (the pass stops there) and encoded by
+`SparseAutoencoder.encode`; text starts with the model's start token when the SAE was trained that way
+(SAELens' prepend_bos, its default).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..hooks import Hooks, Site, Trace
+from ..hooks import Hooks, Site
 from ..lm import LanguageModel, ignore
 from ..sampling import Sampling
 from ..interp.common import token_texts
@@ -54,11 +55,24 @@ def text_ids(lm: LanguageModel, loaded: LoadedSae, text: str, on_notice=ignore) 
     return lm.fit(with_start(lm, ids) if loaded.prepend_bos else ids, on_notice)
 
 
+class Captured(Exception):
+    """Raised by the hook that read the SAE's activation: the blocks after it need not run."""
+
+
 def activations(lm: LanguageModel, loaded: LoadedSae, ids: list[int]) -> np.ndarray:
-    """The SAE's latents at every position of `ids`: [n_seq, d_sae]."""
-    trace = Trace((loaded.site,))
-    lm.forward(ids, hooks=trace)
-    return loaded.sae.encode(trace[loaded.site].reshape(len(ids), -1))  # attn.z: [n_seq, n_head * d_head]
+    """The SAE's latents at every position of `ids`: [n_seq, d_sae]. The forward pass stops at the SAE's hook
+    (TransformerLens' stop_at_layer), so an SAE on a middle layer costs half a pass."""
+    seen = []
+
+    def grab(value: np.ndarray, site: Site) -> None:
+        seen.append(value.reshape(len(value), -1))  # attn.z: [n_seq, n_head * d_head]
+        raise Captured
+
+    try:
+        lm.forward(ids, hooks=Hooks([(loaded.site, grab)]))
+    except Captured:
+        pass
+    return loaded.sae.encode(seen[0])
 
 
 def features(lm: LanguageModel, loaded: LoadedSae, text: str, top: int = 5, on_notice=ignore) -> Features:
