@@ -42,9 +42,9 @@ def context_text(context, color: bool) -> Text:
 
 
 def contexts_table(card, color: bool) -> Table:
-    table = simple_table(expand=True)
+    table = simple_table()
     table.add_column("act", justify="right", no_wrap=True)
-    table.add_column("context", ratio=1, overflow="fold")
+    table.add_column("context", overflow="fold")
     for context in card.contexts:
         table.add_row(f"{context.act:.2f}", context_text(context, color))
     return table
@@ -92,7 +92,7 @@ def feature_view(card, width: int, color: bool) -> list:
                        width), Text()]
     if card.histogram:
         edges, counts = card.histogram.edges, card.histogram.counts
-        lines += [Text(f"Activations when it fires ({count(sum(counts), 'token')}, {len(counts)} bins):"),
+        lines += [Text(f"Activations when it fires ({sum(counts):,} token{'' if sum(counts) == 1 else 's'}, {len(counts)} bins):"),
                   Text(f"{edges[0]:.2f} {sparkline(counts)} {edges[-1]:.2f}")]
     return lines
 
