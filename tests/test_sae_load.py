@@ -89,6 +89,14 @@ def test_encode_and_decode_follow_the_formulas(tiny_gpt2_model, tmp_path, archit
     assert (architecture != "topk") or ((acts > 0).sum(axis=1) <= K).all()
 
 
+def test_expected_average_without_a_factor_encodes_as_none_and_says_so(tiny_gpt2_model, tmp_path):
+    w = write_sae(tmp_path, D_IN, D_SAE, "standard", HOOK, normalize="expected_average_only_in")
+    notes = []
+    sae = load_sae(str(tmp_path), tiny_gpt2_model, center=False, on_notice=notes.append).sae
+    np.testing.assert_allclose(sae.encode(inputs()), reference(inputs(), w, "standard", "none")[0], atol=ATOL, rtol=0)
+    assert len(notes) == 1 and "gives no norm_scaling_factor" in notes[0]
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_without_b_dec_on_the_input(tiny_gpt2_model, tmp_path, architecture):
     settings = folder_settings(architecture, "none")

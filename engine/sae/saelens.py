@@ -88,6 +88,9 @@ def load_sae(ref: str, lm: LanguageModel, center: bool | None = None, on_notice=
         if center:
             on_notice("the SAE was trained on TransformerLens' centred GPT-2 stream: removing the stream's mean "
                       "before encoding (--no-center to turn this off)")
+    if settings["normalize"] == "expected_average_only_in" and settings["scale"] is None:
+        on_notice(f"{path / CFG} asks for expected_average_only_in normalization but gives no norm_scaling_factor: "
+                  "activations are encoded as they are (as SAELens does when it loads a folder)")
     sae = SparseAutoencoder(**read_weights(path, settings), **settings, center=center)
     check_fits(sae, lm, site, path)
     return LoadedSae(ref=ref, path=path, sae=sae, site=site, layer=layer, prepend_bos=prepend_bos(cfg),
