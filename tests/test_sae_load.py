@@ -158,6 +158,14 @@ def test_center_follows_the_config_on_layernorm_models(tiny_gpt2_model, tmp_path
     assert load_sae(str(tmp_path), tiny_gpt2_model, center=not centred).sae.center is not centred
 
 
+@pytest.mark.parametrize("extra, prepend", [({}, True), ({"prepend_bos": False}, False),
+                                            ({"metadata": {"hook_name": HOOK, "llmx": {}}}, False),
+                                            ({"metadata": {"hook_name": HOOK, "llmx": {}, "prepend_bos": True}}, True)])
+def test_a_start_token_unless_the_config_says_otherwise_or_llmx_trained_it(tiny_gpt2_model, tmp_path, extra, prepend):
+    write_sae(tmp_path, D_IN, D_SAE, "standard", HOOK, **extra)
+    assert load_sae(str(tmp_path), tiny_gpt2_model).prepend_bos is prepend
+
+
 def test_rmsnorm_models_are_never_centred(tmp_path, tiny_llama):
     from llmx.engine import load
 

@@ -239,7 +239,8 @@ def read_sparsity(path: Path, d_sae: int) -> np.ndarray | None:
 
 
 def prepend_bos(cfg: dict) -> bool:
-    return bool(setting(cfg, "prepend_bos", default=True))
+    """SAELens' prepend_bos (default True); `llmx sae train` reads windows of text without a start token."""
+    return bool(setting(cfg, "prepend_bos", default="llmx" not in metadata(cfg)))
 
 
 def trained_centered(cfg: dict, lm: LanguageModel) -> bool:
