@@ -110,6 +110,8 @@ def test_feature_card_from_the_index(m, indexed, tiny_gpt2_model, sae):
     assert [(c["act"], "".join(c["tokens"]), c["tokens"][c["center"]]) for c in card["contexts"]] == [
         (5.5, " the cat sat on the mat", " sat"), (2.25, "Paris is big", "Paris")]
     assert card["histogram"] == {"edges": [0.0, 1.375, 2.75, 4.125, 5.5], "counts": [3, 0, 1, 2]}
+    one = json.loads(run("feature", "2", *m, "--sae", str(indexed), "--json", "--contexts", "1").stdout)
+    assert one["contexts"] == card["contexts"][:1]
     lm, w_dec = tiny_gpt2_model, sae[1]["W_dec"][2].astype(np.float64)
     g, unembed = lm.weights.ln_final.g.astype(np.float64), lm.weights.unembed.astype(np.float64)
     logits = unembed @ ((w_dec - w_dec.mean()) * g)  # TransformerLens' fold_ln: LayerNorm's centring and scale

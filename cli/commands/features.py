@@ -84,11 +84,13 @@ Examples:
 @sae_options(required=True)
 @click.option("--data", metavar="FILE", help="Scan the text of FILE ('-': stdin) for its contexts and density, "
                                              "instead of the SAE's index.")
+@click.option("--contexts", "n_contexts", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Top-activating contexts to show.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
               help="Output tokens to show each way.")
 @svg_option
 @json_option
-def feature(feature_id, model, sae, center, data, top, svg, as_json):
+def feature(feature_id, model, sae, center, data, n_contexts, top, svg, as_json):
     """A latent's card: the contexts it fires on most, the tokens it pushes up and down, how often it fires.
 
     Contexts and density come from the SAE's llmx_index.safetensors (written by `llmx sae train`), or
@@ -103,7 +105,7 @@ def feature(feature_id, model, sae, center, data, top, svg, as_json):
     loaded = load_sae(lm, sae, center)
     text = read_file(data) if data is not None else None
     index = read_index(loaded.path) if text is None else None
-    card = feature_card(lm, loaded, feature_id, index=index, text=text, top=top)
+    card = feature_card(lm, loaded, feature_id, index=index, text=text, top=top, n_contexts=n_contexts)
     output(model, card, feature_view, as_json, svg, "llmx feature")
 
 

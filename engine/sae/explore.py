@@ -21,7 +21,7 @@ from .saelens import LoadedSae
 
 SCAN_CHUNK = 128  # tokens per forward pass when scanning a file (fewer when the model's context is shorter)
 WINDOW = (12, 4)  # tokens shown before and after the activating one in a scanned context
-N_TOP, N_BINS = 10, 20  # contexts kept and histogram bins when scanning
+N_TOP, N_TOP_SCAN, N_BINS = 10, 50, 20  # contexts shown by default, kept when scanning; histogram bins
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def card_from_text(lm: LanguageModel, loaded: LoadedSae, text: str, feature: int
     skip = 1 if loaded.prepend_bos else 0  # the start token is not the text's: SAELens leaves it out of statistics
     values = np.concatenate([a[skip:] for a in acts]) if acts else np.zeros(0, np.float32)
     contexts = []
-    for c, p in top_positions(acts, N_TOP, skip):
+    for c, p in top_positions(acts, N_TOP_SCAN, skip):
         lo, hi = max(skip, p - WINDOW[0]), min(len(chunks[c]), p + WINDOW[1] + 1)
         window = chunks[c][lo:hi]
         contexts.append(Context(float(acts[c][p]), window, token_texts(lm, window), p - lo))
@@ -195,8 +195,9 @@ def top_positions(acts: list[np.ndarray], n: int, skip: int) -> list[tuple[int, 
 
 
 def feature_card(lm: LanguageModel, loaded: LoadedSae, feature: int, index=None, text: str | None = None,
-                 top: int = 10) -> FeatureCard:
-    """One latent's card: contexts from `text` if given, else from `index`; its output tokens; its density."""
+                 top: int = 10, n_contexts: int = N_TOP) -> FeatureCard:
+    """One latent's card: its `n_contexts` strongest contexts in `text` if given, else in `index`; its `top`
+    output tokens each way; its density."""
     check_feature(loaded, feature)
     if text is not None:
         found = card_from_text(lm, loaded, text, feature)
@@ -206,6 +207,7 @@ def feature_card(lm: LanguageModel, loaded: LoadedSae, feature: int, index=None,
         log = loaded.log_sparsity
         found = dict(source="none", tokens=0, density=None if log is None else float(10.0 ** log[feature]),
                      contexts=[], histogram=None)
+    found["contexts"] = found["contexts"][:n_contexts]
     positive, negative = output_tokens(lm, loaded.sae.w_dec[feature], top) if loaded.on_stream else ([], [])
     return FeatureCard(sae=loaded.ref, hook=loaded.site, feature=feature, d_sae=loaded.sae.d_sae,
                        positive=positive, negative=negative, **found)
