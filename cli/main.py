@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import click
 
 from .batch import Terminated
-from .commands import core, finetune, inspect, models, sae, score, why
+from .commands import core, features, finetune, inspect, models, sae, score, why
 from .notices import error
 from .options import MODEL_HELP
 
@@ -71,7 +71,7 @@ def cli(model):
 
 
 for command in [*core.COMMANDS, *models.COMMANDS, score.score, *inspect.COMMANDS, *why.COMMANDS, *finetune.COMMANDS,
-                *sae.COMMANDS]:
+                *sae.COMMANDS, *features.COMMANDS]:
     cli.add_command(command)
 
 

@@ -24,3 +24,7 @@ class TokenizerError(LlmxError):
 
 class InputError(LlmxError):
     """A value given to the engine is out of range (a token id outside the vocabulary, ...)."""
+
+
+class SaeError(LlmxError):
+    """A sparse autoencoder's folder is missing, damaged, of a kind llmx does not run, or made for another model."""

@@ -224,6 +224,7 @@ READER_GONE_ARGS = {  # arguments that make each command print something
     ("attribute",): ["Hullo", "--target", " Paris"], ("patch",): ["Hi", "Ha", "--target", " Paris", "--foil", " Rome"],
     ("finetune",): ["--help"], ("finetune", "merge"): ["--help"],  # they write files; stdout has only their help
     ("sae",): ["--help"], ("sae", "train"): ["--help"],
+    ("features",): ["--help"], ("feature",): ["--help"],  # they need an SAE: test_sae_cli.py runs them on one
 }
 
 

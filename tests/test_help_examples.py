@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_DATA, write_tiny_gpt2
+from sae_folders import write_sae
 from test_cli import command_paths, run
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SAE = "jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre"  # served with a random SAE
 INPUTS = {
     "notes.txt": "Mt. Everest is 8,849 m high.\nThe Nile is about 6,650 km long.\n",
     "prompts.txt": "Hullo, my name is\nThe capital of France is\n",
@@ -75,11 +77,15 @@ def environment(tmp_path_factory, gpt2_vocab):
     env = {**clean, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
            "HF_HOME": str(tmp_path_factory.mktemp("hf-home")), "NO_PROXY": "127.0.0.1", "NO_COLOR": "1",
            "COLUMNS": "100", "LLMX_THREADS": "1"}
+    saes = tmp_path_factory.mktemp("saes")  # the examples' SAE repo, shaped for this model
+    write_sae(saes / "blocks.8.hook_resid_pre", 32, 128, "standard", "blocks.8.hook_resid_pre", style="old")
     with HubServer() as hub:
         hub.add_repo("openai-community/gpt2", model)
-        fetched = subprocess.run(["llmx", "predict", "x"], env={**env, "HF_ENDPOINT": hub.url},
-                                 capture_output=True, text=True, timeout=120)
-        assert fetched.returncode == 0, fetched.stderr
+        hub.add_repo("jbloom/GPT2-Small-SAEs-Reformatted", saes)
+        for command in (["predict", "x"], ["features", "x", "--sae", SAE]):
+            fetched = subprocess.run(["llmx", *command], env={**env, "HF_ENDPOINT": hub.url},
+                                     capture_output=True, text=True, timeout=120)
+            assert fetched.returncode == 0, fetched.stderr
     return {**env, "HF_HUB_OFFLINE": "1"}
 
 

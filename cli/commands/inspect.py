@@ -13,6 +13,7 @@ from ..inputs import load_model, read_text
 from ..notices import warn
 from ..options import FiniteFloat, json_option, model_option, seed_option, svg_option, temperature_option
 from .common import output
+from .features import SAE, load_sae, sae_options
 
 layer_option = click.option("--layer", "-l", required=True, type=click.IntRange(min=0),
                             help="Block to look at, counted from 0.")
@@ -150,40 +151,65 @@ def neighbors(token, model, token_id, top, raw, svg, as_json):
     output(model, result, neighbors_view, as_json, svg, "llmx neighbors")
 
 
-@click.command(epilog="""\b
+@click.command(epilog=f"""\b
 Examples:
   llmx steer "I hate you because" --add " Love" --sub " Hate" --layer 6 --coef 5
   llmx steer "Today I went to" --add " wedding" --sub " " --layer 6 --coef 4 --seed 2 --max-tokens 60
+  llmx steer "My favourite place is" --sae {SAE} --feature 42 --coef 40
 """)
 @click.argument("text", required=False)
 @model_option
-@click.option("--add", required=True, help="Text whose activations are added.")
-@click.option("--sub", required=True,
-              help="Text whose activations are subtracted (padded with spaces to --add's length).")
-@layer_option
-@click.option("--coef", default=5.0, show_default=True, type=FiniteFloat(), help="How much of the difference to add.")
+@click.option("--add", help="Text whose activations are added.")
+@click.option("--sub", help="Text whose activations are subtracted (padded with spaces to --add's length).")
+@click.option("--layer", "-l", type=click.IntRange(min=0), help="Block to steer at, counted from 0.")
+@sae_options(required=False)
+@click.option("--feature", type=click.IntRange(min=0), metavar="ID",
+              help="With --sae: add --coef times this latent's decoder direction at the SAE's hook.")
+@click.option("--coef", default=5.0, show_default=True, type=FiniteFloat(), help="How much of the vector to add.")
 @click.option("--max-tokens", "max_tokens", default=40, show_default=True, type=click.IntRange(min=0),
               help="Most tokens to generate for each continuation.")
 @temperature_option
 @seed_option("Random seed (0 to 2**32-1), the same for both continuations.", default=0)
 @svg_option
 @json_option
-def steer(text, model, add, sub, layer, coef, max_tokens, temperature, seed, svg, as_json):
+def steer(text, model, add, sub, layer, sae, center, feature, coef, max_tokens, temperature, seed, svg, as_json):
     """Continue TEXT with and without a steering vector (activation addition, ActAdd).
 
     The vector is the difference between the residual streams of --add and --sub entering block
     --layer, times --coef; it is added to TEXT's stream there, from the first position on. Every
-    prompt starts with the model's start token, as in ActAdd. TEXT is read from stdin when it is
-    '-' or absent.
+    prompt starts with the model's start token, as in ActAdd. With --sae and --feature instead, the
+    vector is --coef times the latent's decoder direction, added at the SAE's hook at every position,
+    generated ones included. TEXT is read from stdin when it is '-' or absent.
     """
     from ..engine import Sampling
+
+    check_steering_options(add, sub, layer, sae, feature)
+    text = read_text(text)
+    lm = load_model(model)
+    sampling = Sampling(temperature=temperature)
+    if sae is not None:
+        from ..engine.sae import steer_feature
+        from ..views.features import feature_steer_view
+
+        result = steer_feature(lm, load_sae(lm, sae, center), text, feature, coef, max_tokens, sampling, seed,
+                               on_notice=warn)
+        return output(model, result, feature_steer_view, as_json, svg, "llmx steer")
     from ..engine.interp import steer as run
     from ..views.steer import steer_view
 
-    text = read_text(text)
-    lm = load_model(model)
-    result = run(lm, text, add, sub, layer, coef, max_tokens, Sampling(temperature=temperature), seed, on_notice=warn)
+    result = run(lm, text, add, sub, layer, coef, max_tokens, sampling, seed, on_notice=warn)
     output(model, result, steer_view, as_json, svg, "llmx steer")
+
+
+def check_steering_options(add, sub, layer, sae, feature) -> None:
+    """Either --add, --sub and --layer, or --sae and --feature."""
+    if sae is not None or feature is not None:
+        if sae is None or feature is None:
+            raise click.UsageError("steering with a feature needs both --sae and --feature")
+        if add is not None or sub is not None or layer is not None:
+            raise click.UsageError("give either --add/--sub/--layer or --sae/--feature, not both")
+    elif add is None or sub is None or layer is None:
+        raise click.UsageError("give --add, --sub and --layer (or --sae and --feature)")
 
 
 COMMANDS = [explain, lens, attention, heads, neighbors, steer]
