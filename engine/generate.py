@@ -36,6 +36,7 @@ class GenerationRequest:
     seed: int | None = None  # None: different tokens each run
     stop: tuple[str, ...] = ()  # stop before the first of these texts; it is not part of the result
     hooks: Hooks | None = None  # run on every forward pass (steering, recording, ...)
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)  # hears a long prompt's pass
 
     def __post_init__(self):
         if self.max_tokens < 0:
@@ -92,7 +93,7 @@ def run(model, req: GenerationRequest, on_notice) -> Iterator[Step]:
     text = StreamedText(req.stop)
     ids: list[int] = []
     context = list(req.prompt_ids)
-    logits, cache = model.forward(context, hooks=req.hooks)
+    logits, cache = model.forward(context, hooks=req.hooks, on_progress=req.on_progress)
     finish = "length"
     while len(ids) < req.max_tokens:
         token = sample(logits, req.sampling, rng)
