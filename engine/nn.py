@@ -16,8 +16,9 @@ def linear(x: np.ndarray, p) -> np.ndarray:
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)  # in place: attention patterns are the largest arrays in a pass
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)  # in place, like the division: attention patterns are the largest arrays in a pass
+    e /= e.sum(axis=axis, keepdims=True)
     return e
 
 
