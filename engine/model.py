@@ -26,7 +26,7 @@ import numpy as np
 
 from .attention import KVCache, attention
 from .hooks import Hooks, points
-from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu
+from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu, times_transposed
 
 __all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "forward_chunks", "astype"]
 
@@ -242,7 +242,7 @@ def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hoo
     if not all_logits:
         x = x[-1:]
     x = outside("ln_final", norm(x, weights.ln_final, cfg))
-    return x @ weights.unembed.T, dataclasses.replace(cache, length=end)  # [n_seq, n_embd] -> [n_seq, n_vocab]
+    return times_transposed(x, weights.unembed), dataclasses.replace(cache, length=end)  # [n_seq, n_vocab]
 
 
 def rotary_tables(cfg: Config, start: int, end: int, dtype):
