@@ -11,7 +11,7 @@ import numpy as np
 from .context import fit_and_tell
 from .generate import Generation, GenerationResult, request
 from .hooks import Hooks
-from .model import Config, KVCache, Weights, forward_chunks
+from .model import Config, KVCache, Weights, forward_chunks, gathered
 from .nn import log_softmax
 from .tokenizer import Tokenizer
 
@@ -44,11 +44,8 @@ class LanguageModel:
                 all_logits: bool = False, on_progress: Progress | None = None) -> tuple[np.ndarray, KVCache]:
         """logits, cache = model.forward(ids, cache): see `model.forward`; `hooks` read or replace activations,
         `on_progress(done, total)` hears how far a long prompt is."""
-        parts = []
-        for logits, cache in self.forward_chunks(ids, cache, hooks=hooks, all_logits=all_logits,
-                                                 on_progress=on_progress):
-            parts.append(logits)
-        return (np.concatenate(parts) if all_logits else parts[-1][-1]), cache
+        return gathered(self.forward_chunks(ids, cache, hooks=hooks, all_logits=all_logits,
+                                            on_progress=on_progress), all_logits)
 
     def forward_chunks(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
                        all_logits: bool = True, on_progress: Progress | None = None, chunk: int | None = None):

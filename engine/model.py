@@ -180,9 +180,14 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     A long pass runs in chunks (see `forward_chunks`; `on_progress(done, total)` hears after each).
     It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
+    return gathered(forward_chunks(ids, weights, cfg, cache, hooks=hooks, all_logits=all_logits,
+                                   on_progress=on_progress, chunk=chunk), all_logits)
+
+
+def gathered(chunks, all_logits: bool) -> tuple[np.ndarray, KVCache]:
+    """`forward`'s result from `forward_chunks`' pieces: every chunk's logits, or the last position's."""
     parts = []
-    for logits, cache in forward_chunks(ids, weights, cfg, cache, hooks=hooks, all_logits=all_logits,
-                                        on_progress=on_progress, chunk=chunk):
+    for logits, cache in chunks:
         parts.append(logits)
     return (np.concatenate(parts) if all_logits else parts[-1][-1]), cache
 
