@@ -17,7 +17,6 @@ import dataclasses
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 BATCH, NEW_TOKENS = 16, 32

@@ -69,6 +69,9 @@ def main() -> None:
         print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
         print_table(compare_gguf(args.smollm2, args.repeats))
         print_gguf_batch_rows(args.smollm2, args.repeats)
+        from longctx import print_rows  # bench/longctx.py: long prompts, prompt lookup, a busy neighbour
+
+        print_rows(args.smollm2, args.repeats, args.threads)
     if args.finetune:
         from finetune import print_finetune_rows  # bench/finetune.py: a training step against PyTorch's
 
@@ -113,6 +116,8 @@ def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple
     rng = np.random.default_rng(0)
     n_vocab = ours.config.n_vocab
     runs: dict[str, tuple[list, list]] = {}
+    warm = rng.integers(0, n_vocab, max(prefill_lengths)).tolist()  # weights paged in, threads started:
+    ours.forward(warm), torch_prefill(theirs, warm)  # every timed run is warm, as in a user's session
     for _ in range(repeats):
         for n in prefill_lengths:
             ids = rng.integers(0, n_vocab, n).tolist()
@@ -231,7 +236,7 @@ def compare_gguf(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
 
     ours = load(str(path))
     theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    return compare(ours, theirs, repeats, prefill_lengths=(128,), contexts=(128,))
+    return compare(ours, theirs, repeats, prefill_lengths=(128, 512), contexts=(128,))
 
 
 if __name__ == "__main__":

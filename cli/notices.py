@@ -7,6 +7,7 @@ stdout stays data (`llmx ... | other-tool`); Rich is imported only when a notice
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 
 import click
@@ -41,6 +42,53 @@ def progress(what: str):
                   console=stderr_console(), transient=True) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def prefill_progress(after: float = 1.0):
+    """`on_progress` for the engine's long prompts: a bar on stderr, on a terminal only, shown once the pass
+    has run `after` seconds (a short prompt shows nothing), and gone when the context ends."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bar = LateBar("reading the prompt", after)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+class LateBar:
+    """A transient Rich bar that appears only when the work it follows has run `after` seconds."""
+
+    def __init__(self, what: str, after: float):
+        self.what, self.after, self.started, self.bar, self.task = what, after, None, None, None
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.started is None or done == 0:
+            self.started = now
+        if self.bar is None and now - self.started >= self.after and done < total:
+            self.open()
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+            if done >= total:
+                self.close()
+
+    def open(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from .render import stderr_console
+
+        self.bar = Progress(TextColumn(escaped(self.what)), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                            TimeRemainingColumn(), console=stderr_console(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(self.what, total=None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def error(message: str) -> None:

@@ -9,6 +9,7 @@ so patterns and masks are the same either way; hooks always see patterns over ab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -83,14 +84,14 @@ def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | N
     n_seq, end = q.shape[1], start + q.shape[1]
     keys, values, first = remember(k_buf, v_buf, k, v, start, window)  # [n_kv_head, n_keys, d_head]
     n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
-    q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
-    scores = q @ keys[:, None].transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_keys]
+    q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
+    scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
     scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
         scores += mask(start, end, first, window, scores.dtype)
     pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
-    pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group, n_seq, n_keys)
-    z = pattern @ values[:, None]  # [n_kv_head, group, n_seq, d_head]
+    pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group * n_seq, n_keys)
+    z = pattern @ values  # [n_kv_head, group * n_seq, d_head]
     return hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
 
 
@@ -121,13 +122,17 @@ def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
     buf[:, positions % size] = new[:, positions - start]
 
 
+@lru_cache(maxsize=4)  # every layer of a pass has the same (a chunk of a long prompt: [n_seq, up to n_ctx])
 def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
-    """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]."""
+    """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]
+    (read-only: shared between calls)."""
     query, key = np.arange(start, end)[:, None], np.arange(first, end)[None, :]
     hidden = key > query
     if window is not None:
         hidden |= query - key >= window  # a local layer sees `window` positions, its own included
-    return np.where(hidden, dtype.type(-np.inf), dtype.type(0))
+    out = np.where(hidden, dtype.type(-np.inf), dtype.type(0))
+    out.flags.writeable = False
+    return out
 
 
 def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:

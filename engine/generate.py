@@ -19,6 +19,7 @@ import numpy as np
 from .context import fit_and_tell, slide
 from .errors import InputError
 from .hooks import Hooks
+from .lookup import Lookup, usable
 from .sampling import Sampling, sample
 
 
@@ -36,6 +37,8 @@ class GenerationRequest:
     seed: int | None = None  # None: different tokens each run
     stop: tuple[str, ...] = ()  # stop before the first of these texts; it is not part of the result
     hooks: Hooks | None = None  # run on every forward pass (steering, recording, ...)
+    on_progress: Callable[[int, int], None] | None = field(default=None, compare=False)  # hears a long prompt's pass
+    lookup: bool = True  # greedy runs check tokens copied from the text so far, several per pass (see lookup.py)
 
     def __post_init__(self):
         if self.max_tokens < 0:
@@ -92,7 +95,8 @@ def run(model, req: GenerationRequest, on_notice) -> Iterator[Step]:
     text = StreamedText(req.stop)
     ids: list[int] = []
     context = list(req.prompt_ids)
-    logits, cache = model.forward(context, hooks=req.hooks)
+    logits, cache = model.forward(context, hooks=req.hooks, on_progress=req.on_progress)
+    ahead = Lookup(model) if usable(model, req) else None  # same tokens, fewer passes
     finish = "length"
     while len(ids) < req.max_tokens:
         token = sample(logits, req.sampling, rng)
@@ -111,7 +115,7 @@ def run(model, req: GenerationRequest, on_notice) -> Iterator[Step]:
             context = slide(context, model.config.n_ctx, on_notice)
             logits, cache = model.forward(context, hooks=req.hooks)
         else:
-            logits, cache = model.forward([token], cache, hooks=req.hooks)
+            logits, cache = ahead.next(context, cache) if ahead else model.forward([token], cache, hooks=req.hooks)
     rest = text.flush()
     if rest:
         yield Step(ids[-1] if ids else -1, rest)

@@ -11,9 +11,12 @@ import numpy as np
 from .context import fit_and_tell
 from .generate import Generation, GenerationResult, request
 from .hooks import Hooks
-from .model import Config, KVCache, Weights, forward
+from .model import Config, KVCache, Weights, forward_chunks, gathered
 from .nn import log_softmax
 from .tokenizer import Tokenizer
+
+
+Progress = Callable[[int, int], None]  # on_progress(done, total): positions of a long prompt run so far
 
 
 def ignore(message: str) -> None:
@@ -38,9 +41,18 @@ class LanguageModel:
     tokenizer: Tokenizer = field(repr=False)
 
     def forward(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
-                all_logits: bool = False) -> tuple[np.ndarray, KVCache]:
-        """logits, cache = model.forward(ids, cache): see `model.forward`; `hooks` read or replace activations."""
-        return forward(ids, self.weights, self.config, cache, hooks=hooks, all_logits=all_logits)
+                all_logits: bool = False, on_progress: Progress | None = None) -> tuple[np.ndarray, KVCache]:
+        """logits, cache = model.forward(ids, cache): see `model.forward`; `hooks` read or replace activations,
+        `on_progress(done, total)` hears how far a long prompt is."""
+        return gathered(self.forward_chunks(ids, cache, hooks=hooks, all_logits=all_logits,
+                                            on_progress=on_progress), all_logits)
+
+    def forward_chunks(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
+                       all_logits: bool = True, on_progress: Progress | None = None, chunk: int | None = None):
+        """(logits, cache) for each chunk of a long pass: see `model.forward_chunks` (all positions' logits
+        in one chunk's memory)."""
+        return forward_chunks(ids, self.weights, self.config, cache, hooks=hooks, all_logits=all_logits,
+                              on_progress=on_progress, chunk=chunk)
 
     def fit(self, ids: list[int], on_notice: Callable[[str], None] = ignore, reserve: int = 0,
             doing: str = "keeping") -> list[int]:
@@ -54,9 +66,10 @@ class LanguageModel:
     def token_text(self, token_id: int) -> str:
         return self.tokenizer.text(token_id)
 
-    def predict(self, ids: list[int], top: int = 10, on_notice: Callable[[str], None] = ignore) -> list[Prediction]:
+    def predict(self, ids: list[int], top: int = 10, on_notice: Callable[[str], None] = ignore,
+                on_progress: Progress | None = None) -> list[Prediction]:
         """The `top` most likely next tokens after `ids` (their last n_ctx), most likely first."""
-        logits, _ = self.forward(self.fit(ids, on_notice, doing="predicting from"))
+        logits, _ = self.forward(self.fit(ids, on_notice, doing="predicting from"), on_progress=on_progress)
         return self.top_predictions(logits, top)
 
     def top_predictions(self, logits: np.ndarray, top: int) -> list[Prediction]:

@@ -26,9 +26,9 @@ import numpy as np
 
 from .attention import KVCache, attention
 from .hooks import Hooks, points
-from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu
+from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu, times_transposed
 
-__all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "astype"]
+__all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "forward_chunks", "astype"]
 
 
 @dataclass(frozen=True)
@@ -164,23 +164,80 @@ def embed(ids: np.ndarray, weights: Weights, cfg: Config, start: int, hook) -> n
     return x
 
 
-def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
-            hooks: Hooks | None = None, all_logits: bool = False) -> tuple[np.ndarray, KVCache]:
+# A long prompt runs in chunks of positions, each attending only to the keys before its end: memory holds one
+# chunk's activations and attention scores, not the whole prompt's, and the causal mask's upper triangle is
+# computed only inside a chunk. Chunks have up to CHUNK positions, fewer late in a long prompt, so that
+# the scores [n_head, rows, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never fewer than MIN_CHUNK.
+CHUNK, MIN_CHUNK, SCORES_BUDGET = 512, 64, 1 << 22
+
+
+def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
+            all_logits: bool = False, on_progress=None, chunk: int | None = None) -> tuple[np.ndarray, KVCache]:
     """Run new tokens `ids` after the cached ones: (logits, cache that now includes them).
 
     Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
     `hooks` read or replace named activations (see `hooks.py`); without them nothing is named or copied.
+    A long pass runs in chunks (see `forward_chunks`; `on_progress(done, total)` hears after each).
     It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
-    dtype = weights.embed.dtype
-    cache = cache if cache is not None else KVCache.empty(cfg, dtype)
+    return gathered(forward_chunks(ids, weights, cfg, cache, hooks=hooks, all_logits=all_logits,
+                                   on_progress=on_progress, chunk=chunk), all_logits)
+
+
+def gathered(chunks, all_logits: bool) -> tuple[np.ndarray, KVCache]:
+    """`forward`'s result from `forward_chunks`' pieces: every chunk's logits, or the last position's."""
+    parts = []
+    for logits, cache in chunks:
+        parts.append(logits)
+    return (np.concatenate(parts) if all_logits else parts[-1][-1]), cache
+
+
+def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
+                   all_logits: bool = True, on_progress=None, chunk: int | None = None):
+    """`forward` one chunk of positions at a time: yields (logits, cache after the chunk) per chunk, logits
+    [n_chunk, n_vocab] (without all_logits, [1, n_vocab] for each chunk's last position).
+
+    `chunk` caps the positions per pass (default: CHUNK, fewer as the keys grow, see SCORES_BUDGET). With
+    hooks the pass is never split, so that hooks see the whole sequence's activations (and patterns) at once.
+    """
+    cache = cache if cache is not None else KVCache.empty(cfg, weights.embed.dtype)
+    ids = checked_ids(ids, cfg, cache.length)
+    whole = hooks is not None and bool(hooks.entries)
+    report = on_progress if on_progress is not None and not whole else None
+    done = 0
+    while done < len(ids):
+        size = len(ids) - done if whole else min(len(ids) - done, chunk_size(cfg, cache.length, chunk))
+        if report is not None and done == 0 and size < len(ids):  # a split pass: say how far it is
+            report(0, len(ids))
+        logits, cache = one_pass(ids[done:done + size], weights, cfg, cache, hooks, all_logits)
+        done += size
+        if report is not None and size < len(ids):
+            report(done, len(ids))
+        yield logits, cache
+
+
+def chunk_size(cfg: Config, start: int, chunk: int | None) -> int:
+    """Positions in the pass starting at `start`: `chunk`, or CHUNK or fewer so that the scores of a pass
+    [n_head, rows, keys <= start + CHUNK] stay within SCORES_BUDGET numbers."""
+    if chunk is not None:
+        return chunk
+    return max(MIN_CHUNK, min(CHUNK, SCORES_BUDGET // (cfg.n_head * (start + CHUNK))))
+
+
+def checked_ids(ids, cfg: Config, start: int) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
-    start, end = cache.length, cache.length + len(ids)
     if len(ids) == 0:
         raise ValueError("forward needs at least one token")
-    if end > cfg.n_ctx:
-        raise ValueError(f"{end} positions exceed the model's context of {cfg.n_ctx}")
-    rope, local_rope = rotary_tables(cfg, start, end, dtype)
+    if start + len(ids) > cfg.n_ctx:
+        raise ValueError(f"{start + len(ids)} positions exceed the model's context of {cfg.n_ctx}")
+    return ids
+
+
+def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hooks: Hooks | None,
+             all_logits: bool) -> tuple[np.ndarray, KVCache]:
+    """One pass over `ids` after the cached positions: logits [n_seq, n_vocab] (or [1, n_vocab]), new cache."""
+    start, end = cache.length, cache.length + len(ids)
+    rope, local_rope = rotary_tables(cfg, start, end, weights.embed.dtype)
     outside = points(hooks, None, start)
     x = embed(ids, weights, cfg, start, outside)  # [n_seq, n_embd]
     for i, blk in enumerate(weights.blocks):
@@ -190,8 +247,7 @@ def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *,
     if not all_logits:
         x = x[-1:]
     x = outside("ln_final", norm(x, weights.ln_final, cfg))
-    logits = x @ weights.unembed.T  # [n_seq, n_embd] -> [n_seq, n_vocab]
-    return (logits if all_logits else logits[0]), dataclasses.replace(cache, length=end)
+    return times_transposed(x, weights.unembed), dataclasses.replace(cache, length=end)  # [n_seq, n_vocab]
 
 
 def rotary_tables(cfg: Config, start: int, end: int, dtype):

@@ -6,9 +6,24 @@ parity tests compare float32 against (constants are cast to the input's dtype, n
 import numpy as np
 
 
+FEW_ROWS = 64  # up to this many rows, x @ w.T is faster computed as (w @ x.T).T
+
+
+def times_transposed(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T: [n_seq, in] @ [out, in].T -> [n_seq, out].
+
+    For 2 to FEW_ROWS rows (drafted tokens being checked, a short chunk) it is computed as (w @ x.T).T, made
+    contiguous: the same products, which OpenBLAS runs 1.1-1.4x faster on SmolLM2's matrices (the weights
+    are the left operand). Past 128 rows that order is slower, and for one row both are the same.
+    """
+    if 1 < len(x) <= FEW_ROWS:
+        return np.ascontiguousarray((w @ x.T).T)
+    return x @ w.T
+
+
 def linear(x: np.ndarray, p) -> np.ndarray:
     """x @ w.T + b for a layer p with p.w [out, in] and p.b [out] or None: [n_seq, in] -> [n_seq, out]."""
-    y = x @ p.w.T
+    y = times_transposed(x, p.w)
     if p.b is not None:
         y += p.b
     return y
@@ -16,8 +31,9 @@ def linear(x: np.ndarray, p) -> np.ndarray:
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)  # in place: attention patterns are the largest arrays in a pass
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)  # in place, like the division: attention patterns are the largest arrays in a pass
+    e /= e.sum(axis=axis, keepdims=True)
     return e
 
 

@@ -71,10 +71,11 @@ class Score:
 
 
 def score(model, ids: list[int], *, bos: bool = False, stride: int | None = None,
-          on_notice: Callable[[str], None] = lambda message: None) -> Score:
+          on_notice: Callable[[str], None] = lambda message: None, on_progress=None) -> Score:
     """Score token ids of a text with `model` (a `LanguageModel`); see the module docstring.
 
-    stride defaults to half the context. `on_notice` hears when the text needs several windows.
+    stride defaults to half the context. `on_notice` hears when the text needs several windows,
+    `on_progress(done, total)` how far a long window's pass is.
     """
     n_ctx = model.config.n_ctx
     stride = n_ctx // 2 if stride is None else stride
@@ -93,12 +94,22 @@ def score(model, ids: list[int], *, bos: bool = False, stride: int | None = None
     windows, begin, done = 0, 0, 1
     while done < len(seq):
         end = min(begin + n_ctx, len(seq))
-        logits, _ = model.forward(seq[begin:end], all_logits=True)  # [end - begin, n_vocab]
-        for t, lp in zip(range(done, end), target_logprobs(logits[done - 1 - begin:end - 1 - begin], seq[done:end])):
-            logprobs[t] = lp
+        for t, lp in window_logprobs(model, seq[begin:end], done - begin, on_progress):
+            logprobs[begin + t] = lp
         windows, done, begin = windows + 1, end, begin + stride
     return Score(tuple(TokenScore(i, model.tokenizer.piece(i), model.token_text(i), lp)
                        for i, lp in zip(seq[len(start):], logprobs[len(start):])), windows, stride)
+
+
+def window_logprobs(model, window: list[int], first: int, on_progress=None):
+    """(t, log p(window[t] | window[:t])) for t from `first` on, one chunk of the pass at a time: memory holds
+    one chunk's logits [n_chunk, n_vocab], never the whole window's."""
+    row = 0  # the window position of the chunk's first row; row r predicts window[r + 1]
+    for logits, _ in model.forward_chunks(window[:-1], on_progress=on_progress):  # [n_chunk, n_vocab]
+        lo, hi = max(row, first - 1), row + len(logits)
+        if hi > lo:
+            yield from zip(range(lo + 1, hi + 1), target_logprobs(logits[lo - row:], window[lo + 1:hi + 1]))
+        row = hi
 
 
 def target_logprobs(logits: np.ndarray, targets: list[int], rows: int = 64) -> list[float]:

@@ -12,7 +12,7 @@ from ..batch import DEFAULT_BATCH_SIZE, batch_options, is_batch, run_batch, run_
 from ..data import Decoded, Predictions, Truncated, continued_data, record, tokens_data
 from ..engine.errors import InputError, LlmxError, count
 from ..inputs import load_model, read_file, read_text
-from ..notices import warn
+from ..notices import prefill_progress, warn
 from ..options import json_option, model_option, sampling_options, seed_option, svg_option
 from .common import current_width, emit_json, output, svg_errors
 from .why import ablated, ablation_options
@@ -151,13 +151,15 @@ def predict(text, model, top, ablate, ablate_mode, svg, as_json, jsonl, lines, b
         return
     text = read_text(text)
     lm = load_model(model)
-    output(model, predict_text(lm, text, top, warn, ablate, ablate_mode), predictions_view, as_json, svg,
-           "llmx predict")
+    with prefill_progress() as on_progress:
+        data = predict_text(lm, text, top, warn, ablate, ablate_mode, on_progress)
+    output(model, data, predictions_view, as_json, svg, "llmx predict")
 
 
-def predict_text(lm, text: str, top: int, notice, ablate=(), ablate_mode: str = "zero") -> Predictions:
+def predict_text(lm, text: str, top: int, notice, ablate=(), ablate_mode: str = "zero",
+                 on_progress=None) -> Predictions:
     ids = lm.fit(lm.prompt_ids(text), notice, doing="predicting from")  # the engine's context policy
-    return Predictions(len(ids), ablated(lm, ablate, ablate_mode, ids).predict(ids, top))
+    return Predictions(len(ids), ablated(lm, ablate, ablate_mode, ids).predict(ids, top, on_progress=on_progress))
 
 
 @click.command("continue", epilog="""\b
@@ -219,13 +221,14 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
         return
     if samples > 1:
         return continue_samples(lm, model, text, context, max_tokens, (samples, batch_size), echo, as_json, options)
-    generation = start_generation(lm, text, context, max_tokens, warn, **options)
     prompt = prompt_text(text, context)
     echoed = prompt if echo else None
-    if as_json:
-        emit_json(record(model, continued_data(finish(generation), echoed)))
-    else:
-        stream(generation, echoed or "")
+    with prefill_progress() as on_progress:
+        generation = start_generation(lm, text, context, max_tokens, warn, on_progress=on_progress, **options)
+        if as_json:
+            emit_json(record(model, continued_data(finish(generation), echoed)))
+        else:
+            stream(generation, echoed or "")
     if svg:  # the finished continuation, after its prompt (with or without --echo)
         from ..render import save_svg
         from ..views.continuation import continuation_view

@@ -7,7 +7,7 @@ import click
 from ..batch import batch_options, is_batch, run_batch
 from ..data import record, scores_data
 from ..inputs import load_model, read_text
-from ..notices import warn
+from ..notices import prefill_progress, warn
 from ..options import json_option, model_option, svg_option
 from .common import output
 from .why import ablated, ablation_options
@@ -50,12 +50,14 @@ def score(text, model, bos, stride, ablate, ablate_mode, svg, as_json, jsonl, li
         return
     text = read_text(text)
     lm = load_model(model)
-    output(model, score_text(lm, text, bos, stride, warn, ablate, ablate_mode), score_view, as_json, svg,
-           "llmx score")
+    with prefill_progress() as on_progress:
+        data = score_text(lm, text, bos, stride, warn, ablate, ablate_mode, on_progress)
+    output(model, data, score_view, as_json, svg, "llmx score")
 
 
-def score_text(lm, text: str, bos: bool, stride: int | None, notice, ablate=(), ablate_mode: str = "zero"):
+def score_text(lm, text: str, bos: bool, stride: int | None, notice, ablate=(), ablate_mode: str = "zero",
+               on_progress=None):
     """The `data.Scores` of TEXT, with the `ablate` units knocked out (mean: over the text's last n_ctx tokens)."""
     ids = lm.tokenizer.encode(text)
     lm = ablated(lm, ablate, ablate_mode, ids)
-    return scores_data(lm.score(ids, bos=bos, stride=stride, on_notice=notice))
+    return scores_data(lm.score(ids, bos=bos, stride=stride, on_notice=notice, on_progress=on_progress))

@@ -96,9 +96,9 @@ class HookedModel(LanguageModel):
 
     hooks: Hooks = field(default_factory=Hooks, repr=False)
 
-    def forward(self, ids, cache=None, *, hooks: Hooks | None = None, all_logits: bool = False):
+    def forward_chunks(self, ids, cache=None, *, hooks: Hooks | None = None, **options):
         both = self.hooks if hooks is None else self.hooks + hooks
-        return super().forward(ids, cache, hooks=both, all_logits=all_logits)
+        return super().forward_chunks(ids, cache, hooks=both, **options)
 
 
 def with_hooks(lm: LanguageModel, hooks: Hooks) -> HookedModel:

@@ -1,0 +1,81 @@
+"""Prompt-lookup decoding: greedy continuation that guesses its next tokens by copying from the text so far,
+then checks all the guesses in one pass.
+
+When the continuation repeats its prompt (an answer quoting a retrieved document, code editing code), the
+tokens after the latest earlier occurrence of the last few tokens are a good guess of what comes next. A
+pass over [token, guess_1, .., guess_k] gives the model's logits after each of them; guesses are kept while
+each equals the model's own greedy choice (the argmax of the row before it), and the row after the last
+kept guess gives the next token as always. Every token is still the argmax of the model's logits for
+exactly the tokens before it, so the output is plain greedy decoding's; one pass makes up to k + 1 tokens
+where plain decoding makes one. (In float32 a pass over several rows sums in another order than a pass over
+one, so a near-tie within rounding could in principle resolve the other way, as with a change of thread
+count; the tests check equality on tiny models.)
+
+Rejected guesses leave keys and values past the kept positions in the cache; the cache is used with a shorter
+length, so they are overwritten. That holds for buffers of every position, not for the ring buffers of local
+layers (Gemma 3), where a rejected position overwrites one still in the window: lookup is off there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .model import KVCache
+
+MAX_DRAFT = 8  # guessed tokens checked per pass
+NGRAMS = (3, 2)  # lengths of the text's tail searched for, longest first
+
+
+def draft(context: list[int], k: int = MAX_DRAFT, ngrams: tuple[int, ...] = NGRAMS) -> list[int]:
+    """Up to k tokens that followed an earlier occurrence of the context's last n tokens, for the first n of
+    `ngrams` that occurs: the latest occurrence followed by k tokens, else the earliest (followed by the
+    most); [] when none occurs."""
+    seq = np.asarray(context, dtype=np.int64)
+    for n in ngrams:
+        if k < 1 or len(seq) <= n:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)  # [len - n, n]: every earlier n-gram
+        hits = np.flatnonzero((windows == seq[-n:]).all(axis=1))  # where each earlier occurrence starts
+        if len(hits):
+            whole = hits[hits + n + k <= len(seq)]  # occurrences followed by k tokens (a late one may not be)
+            start = int(whole[-1] if len(whole) else hits[0]) + n
+            return seq[start:start + k].tolist()
+    return []
+
+
+def usable(model, req) -> bool:
+    """Whether lookup gives exactly plain decoding's tokens: greedy, no hooks (on the request or the model, whose
+    passes must not depend on how positions are split), and no ring buffers."""
+    hooks = [h for h in (req.hooks, getattr(model, "hooks", None)) if h is not None and h.entries]
+    return (req.lookup and req.sampling.temperature == 0 and not hooks and not model.config.local_layers)
+
+
+class Lookup:
+    """The next logits of a greedy run, from passes that check drafted tokens: `next(context, cache)` after the
+    context's last token was chosen, in place of `model.forward([token], cache)`."""
+
+    def __init__(self, model, k: int = MAX_DRAFT):
+        self.model, self.k = model, k
+        self.ahead: list[np.ndarray] = []  # logits already checked for the next positions, in order
+
+    def next(self, context: list[int], cache: KVCache) -> tuple[np.ndarray, KVCache]:
+        """(logits after `context`, cache of `context`), `context[-1]` being the token just chosen greedily."""
+        if self.ahead:  # the chosen token was a kept guess: its logits are known, its keys already cached
+            return self.ahead.pop(0), dataclasses.replace(cache, length=cache.length + 1)
+        room = self.model.config.n_ctx - cache.length - 1
+        guesses = draft(context, min(self.k, room))
+        if not guesses:
+            return self.model.forward(context[-1:], cache)
+        rows, after = self.model.forward([context[-1], *guesses], cache, all_logits=True)  # [1 + k, n_vocab]
+        kept = agreeing(rows, guesses)
+        self.ahead = list(rows[1:kept + 1])
+        return rows[0], dataclasses.replace(after, length=cache.length + 1)
+
+
+def agreeing(rows: np.ndarray, guesses: list[int]) -> int:
+    """How many leading guesses are the greedy choice of the row before them (rows[i] comes before guesses[i])."""
+    choices = np.argmax(rows[:len(guesses)], axis=-1)
+    wrong = np.flatnonzero(choices != np.asarray(guesses))
+    return int(wrong[0]) if len(wrong) else len(guesses)

@@ -1,0 +1,173 @@
+"""Long prompts in bounded memory: a pass split into chunks of positions computes what one pass does.
+
+Chunking changes only the order of float32 sums (a chunk's rows go through the BLAS in smaller products, a
+row's softmax sums over its own keys instead of the whole pass's with zeros after them), so each result is
+checked against the float64 reference within float32 rounding (TINY_FLOAT32_TOLERANCE, see float64.py),
+and the float64 results of the two ways agree to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import conftest
+import float64
+from llmx.engine import load
+from llmx.engine import model as model_module
+from llmx.engine.hooks import Trace
+from llmx.engine.model import chunk_size, forward
+
+IDS = [int(i) for i in np.random.default_rng(3).integers(0, 50257, 60)]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_model(tmp_path_factory, gpt2_vocab):
+    return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-longctx"), gpt2_vocab, tied=True)))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
+def tiny(request, tiny_gpt2_model, tiny_llama_model):
+    """Tiny models: GPT-2, Llama, and Llama with Gemma 3's local layers (block 0 sees a window of 6)."""
+    if request.param == "gpt2":
+        return tiny_gpt2_model
+    if request.param == "llama":
+        return tiny_llama_model
+    local = dataclasses.replace(tiny_llama_model.config, sliding_window=6, local_layers=(0,))
+    return dataclasses.replace(tiny_llama_model, config=local)
+
+
+def run(model, ids, **options):
+    return forward(ids, model.weights, model.config, **options)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16])
+def test_chunked_logits_equal_one_pass_within_float32_rounding(tiny, chunk):
+    exact, _ = run(float64.llmx_float64(tiny), IDS, all_logits=True)
+    exact_chunked, _ = run(float64.llmx_float64(tiny), IDS, all_logits=True, chunk=chunk)
+    np.testing.assert_allclose(exact_chunked, exact, rtol=0, atol=1e-12)  # the same math
+    whole, _ = run(tiny, IDS, all_logits=True)
+    chunked, _ = run(tiny, IDS, all_logits=True, chunk=chunk)
+    assert chunked.shape == whole.shape == (len(IDS), tiny.config.n_vocab)
+    np.testing.assert_allclose(chunked, exact, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+    np.testing.assert_allclose(whole, exact, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
+def test_chunked_cache_continues_like_one_pass(tiny):
+    """The cache a chunked pass leaves behind decodes what a one-pass cache decodes."""
+    last, cache = run(tiny, IDS[:40], chunk=9)
+    assert cache.length == 40
+    steps = [last]
+    for token in IDS[40:]:
+        logits, cache = run(tiny, [token], cache=cache)
+        steps.append(logits)
+    whole, _ = run(float64.llmx_float64(tiny), IDS, all_logits=True)
+    np.testing.assert_allclose(np.array(steps), whole[39:], rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
+def greedy(model, ids, n, **options):
+    logits, cache = run(model, ids, **options)
+    out = []
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits, cache = run(model, [out[-1]], cache=cache)
+    return out
+
+
+def test_greedy_continuation_is_the_same_after_a_chunked_prefill(tiny):
+    assert greedy(tiny, IDS[:40], 20, chunk=6) == greedy(tiny, IDS[:40], 20)
+
+
+def test_hooked_passes_are_not_split(tiny):
+    """Hooks see the whole sequence at once (patterns [head, n, n]), whatever the chunk size."""
+    trace = Trace(["blocks.1.attn.pattern", "ln_final"])
+    calls = []
+    run(tiny, IDS[:30], hooks=trace, chunk=4, all_logits=True, on_progress=lambda *a: calls.append(a))
+    assert trace["blocks.1.attn.pattern"].shape == (tiny.config.n_head, 30, 30)
+    assert trace["ln_final"].shape == (30, tiny.config.n_embd)
+    assert calls == []
+
+
+def test_progress_hears_each_chunk_of_a_split_pass_only(tiny_gpt2_model):
+    calls = []
+    run(tiny_gpt2_model, IDS[:20], chunk=8, on_progress=lambda *a: calls.append(a))
+    assert calls == [(0, 20), (8, 20), (16, 20), (20, 20)]
+    calls.clear()
+    run(tiny_gpt2_model, IDS[:20], on_progress=lambda *a: calls.append(a))
+    assert calls == []
+
+
+def test_chunks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
+    cfg = dataclasses.replace(tiny_llama_model.config, n_head=9, n_ctx=8192)
+    sizes = [chunk_size(cfg, start, None) for start in (0, 1000, 4000, 8000)]
+    assert sizes[0] == model_module.CHUNK and sizes == sorted(sizes, reverse=True)
+    for start, size in zip((0, 1000, 4000, 8000), sizes):
+        assert size == model_module.MIN_CHUNK or cfg.n_head * size * (start + size) <= model_module.SCORES_BUDGET
+
+
+def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model, monkeypatch):
+    """score keeps one chunk's logits at a time; its log-probs are those of the float64 logits."""
+    monkeypatch.setattr(model_module, "CHUNK", 8)
+    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
+    scored = tiny_gpt2_model.score(IDS[:50])
+    exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:50], all_logits=True)
+    shifted = exact - exact.max(axis=1, keepdims=True)
+    logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected = logprobs[np.arange(49), IDS[1:50]]
+    assert [t.logprob for t in scored.tokens][0] is None
+    np.testing.assert_allclose([t.logprob for t in scored.tokens[1:]], expected, rtol=0, atol=2e-5)
+
+
+def test_score_in_sliding_windows_still_covers_every_token(tiny_gpt2_model, monkeypatch):
+    monkeypatch.setattr(model_module, "CHUNK", 8)
+    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
+    ids = IDS * 2  # 120 tokens, context 64
+    chunked = tiny_gpt2_model.score(ids, stride=20)
+    monkeypatch.setattr(model_module, "CHUNK", 512)
+    whole = tiny_gpt2_model.score(ids, stride=20)
+    assert chunked.windows == whole.windows == 4
+    np.testing.assert_allclose([t.logprob or 0 for t in chunked.tokens], [t.logprob or 0 for t in whole.tokens],
+                               rtol=0, atol=2e-5)
+
+
+def peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_chunked_pass_holds_one_chunks_scores_not_the_whole_prompts(tiny_gpt2_model):
+    """A 1,024-position pass through a GPT-2 widened to that context: the [n_head, n, n] scores (16 MB)
+    and their softmax dominate one pass; in chunks of 64 they are 1 MB each."""
+    cfg = dataclasses.replace(tiny_gpt2_model.config, n_ctx=1024)
+    weights = dataclasses.replace(tiny_gpt2_model.weights,
+                                  pos_embed=np.resize(tiny_gpt2_model.weights.pos_embed, (1024, cfg.n_embd)))
+    ids = np.resize(IDS, 1024)
+    whole = peak_bytes(lambda: forward(ids, weights, cfg, chunk=1024))
+    chunked = peak_bytes(lambda: forward(ids, weights, cfg, chunk=64))
+    scores = cfg.n_head * 1024 * 1024 * 4
+    assert whole > 2 * scores
+    assert chunked < whole - 1.5 * scores
+
+
+def test_the_prefill_bar_shows_only_on_a_terminal_and_after_its_delay(monkeypatch):
+    from llmx import notices
+
+    with notices.prefill_progress() as on_progress:  # pytest's stderr is not a terminal
+        assert on_progress is None
+    late = notices.LateBar("reading the prompt", after=3600)
+    late.update(0, 100)
+    late.update(50, 100)
+    assert late.bar is None  # quicker than `after`: nothing shown
+    now = notices.LateBar("reading the prompt", after=0)
+    now.update(0, 100)
+    now.update(50, 100)
+    assert now.bar is not None
+    now.update(100, 100)
+    assert now.bar is None  # gone when the pass is done

@@ -1,0 +1,135 @@
+"""Prompt-lookup decoding gives exactly plain greedy decoding's tokens, in fewer passes when the text repeats."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import conftest
+from llmx.engine import Sampling, load
+from llmx.engine import lookup as lookup_module
+from llmx.engine.hooks import Hooks
+from llmx.engine.lookup import Lookup, agreeing, draft, usable
+
+GREEDY = Sampling(temperature=0)
+
+
+def test_draft_copies_what_followed_the_latest_occurrence_of_the_tail():
+    assert draft([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3], k=2) == [5, 6]  # latest "2 3" wins
+    assert draft([7, 8, 9, 1, 2, 3, 4, 8, 9, 5, 7, 8, 9], k=3) == [1, 2, 3]  # "7 8 9" before "8 9"
+    assert draft([5, 6, 5, 6], k=8) == [5, 6]  # stops at the end of the text
+    assert draft([4, 4, 4, 9, 4, 4, 4, 4], k=2) == [9, 4]  # the latest "4 4 4" has one token after it
+    assert draft([1, 2, 3, 1, 2, 3, 1, 2], k=4) == [3, 1, 2]  # fewer than k: none has k after it
+    assert draft([1, 2, 3, 4], k=4) == []  # nothing repeats
+    assert draft([1, 2, 1, 2], k=0) == []
+
+
+def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
+    rows = np.eye(5)[[3, 1, 4, 0]]  # argmax of each row: 3, 1, 4, 0
+    assert agreeing(rows, [3, 1, 4]) == 3
+    assert agreeing(rows, [3, 2, 4]) == 1
+    assert agreeing(rows, [0, 1, 4]) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_model(tmp_path_factory, gpt2_vocab):
+    return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-lookup"), gpt2_vocab, tied=False)))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def tiny(request, tiny_gpt2_model, tiny_llama_model):
+    return tiny_gpt2_model if request.param == "gpt2" else tiny_llama_model
+
+
+@pytest.fixture
+def verdicts(monkeypatch):
+    """(kept, drafted) of every checking pass."""
+    seen = []
+
+    def spy(rows, guesses):
+        kept = agreeing(rows, guesses)
+        seen.append((kept, len(guesses)))
+        return kept
+
+    monkeypatch.setattr(lookup_module, "agreeing", spy)
+    return seen
+
+
+PROMPTS = [
+    "the cat sat on the mat. the cat sat on the mat. the cat sat on the",
+    "one two three four five six one two three four five six one two",
+    "Hullo, my name is",
+]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_lookup_gives_plain_greedy_tokens(tiny, prompt, verdicts):
+    ids = tiny.tokenizer.encode(prompt)
+    plain = tiny.complete(ids, 30, sampling=GREEDY, lookup=False)
+    assert verdicts == []
+    looked = tiny.complete(ids, 30, sampling=GREEDY)
+    assert looked.ids == plain.ids and looked.text == plain.text and looked.finish_reason == plain.finish_reason
+
+
+def test_lookup_checks_drafts_keeping_some_and_rejecting_others(tiny_gpt2_model, verdicts):
+    """The tiny GPT-2 falls into repeating a token, then switches to another: drafts kept, then one rejected."""
+    prompt = tiny_gpt2_model.tokenizer.encode("1 2 3 1 2 3 1 2 3 1 2")
+    assert tiny_gpt2_model.complete(prompt, 30, sampling=GREEDY).ids == \
+        tiny_gpt2_model.complete(prompt, 30, sampling=GREEDY, lookup=False).ids
+    assert any(kept > 0 for kept, _ in verdicts)  # passes that made several tokens
+    assert any(kept < drafted for kept, drafted in verdicts)  # and a guess the model did not make
+
+
+def test_a_rejected_draft_leaves_a_cache_that_continues_like_a_full_pass(tiny, verdicts):
+    """The context ends with a bigram seen before, so the tokens after it are drafted; a random model rejects
+    them, and what they wrote into the cache past its length must not matter."""
+    ids = tiny.tokenizer.encode("Hullo, my name is Ishmael and I sail")
+    context = ids + ids[:2]
+    _, cache = tiny.forward(context[:-1])
+    logits, cache = Lookup(tiny).next(context, cache)
+    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(ids) - 2)
+    assert cache.length == len(context)
+    after, _ = tiny.forward([5], cache)
+    full, _ = tiny.forward(context + [5], all_logits=True)
+    np.testing.assert_allclose(logits, full[-2], rtol=0, atol=1e-5)  # float32 reorder bound, see float64.py
+    np.testing.assert_allclose(after, full[-1], rtol=0, atol=1e-5)
+
+
+def test_lookup_up_to_the_end_of_the_context_and_past_it(tiny_gpt2_model, verdicts):
+    """The tiny GPT-2's context is 64: drafts are cut to the room left, then the window slides."""
+    ids = tiny_gpt2_model.tokenizer.encode(PROMPTS[0])
+    plain = tiny_gpt2_model.complete(ids, 80, sampling=GREEDY, lookup=False)
+    looked = tiny_gpt2_model.complete(ids, 80, sampling=GREEDY)
+    assert looked.ids == plain.ids and len(plain.ids) + len(plain.prompt_ids) > 64
+    assert verdicts
+
+
+def test_lookup_steps_match_a_plain_run_logit_for_logit(tiny_gpt2_model):
+    """Each logits row lookup returns (fetched ahead or computed) is the one plain decoding computes."""
+    ids = tiny_gpt2_model.tokenizer.encode(PROMPTS[1])
+    logits, cache = tiny_gpt2_model.forward(ids)
+    plain_logits, plain_cache = logits, cache
+    ahead, context = Lookup(tiny_gpt2_model), list(ids)
+    for _ in range(20):
+        token = int(np.argmax(logits))
+        assert token == int(np.argmax(plain_logits))
+        context.append(token)
+        logits, cache = ahead.next(context, cache)
+        plain_logits, plain_cache = tiny_gpt2_model.forward([token], plain_cache)
+        assert cache.length == plain_cache.length == len(context)
+        np.testing.assert_allclose(logits, plain_logits, rtol=0, atol=1e-5)  # float32 reorder, as in float64.py
+
+
+def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model):
+    ids = [1, 2, 3]
+    req = tiny_llama_model.generate(ids, 5, sampling=GREEDY).request
+    assert usable(tiny_llama_model, req)
+    assert not usable(tiny_llama_model, dataclasses.replace(req, lookup=False))
+    assert not usable(tiny_llama_model, dataclasses.replace(req, sampling=Sampling(temperature=0.7)))
+    hooks = Hooks().add("blocks.0.attn_out", lambda value, site: None)
+    assert not usable(tiny_llama_model, dataclasses.replace(req, hooks=hooks))
+    ringed = dataclasses.replace(tiny_llama_model, config=dataclasses.replace(
+        tiny_llama_model.config, sliding_window=6, local_layers=(0,)))
+    assert not usable(ringed, req)  # a rejected guess would overwrite a ring buffer's live slot
