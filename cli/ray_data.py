@@ -28,9 +28,9 @@ import os
 import numpy as np
 
 from .batch import text_of
-from .commands.core import finish, prompt_text, start_generation
+from .commands.core import continue_lines
 from .commands.score import score_text
-from .data import Continued, Scores, continued_data, record
+from .data import Continued, Scores, record
 from .engine.errors import InputError, LlmxError
 from .inputs import load_model
 from .notices import warn
@@ -77,13 +77,16 @@ class Continuer:
         return mapped(batch, self.results, self.fields)
 
     def results(self, texts: list) -> list[dict]:
-        """One result per text (the fields of its --jsonl line but "line"), in order."""
-        return [row_result(text, self.continued) for text in texts]
-
-    def continued(self, text: str, notice) -> dict:
-        generation = start_generation(self.lm, text, self.context, self.max_tokens, notice, **self.options)
-        prompt = prompt_text(text, self.context) if self.echo else None
-        return record(self.model, continued_data(finish(generation), prompt))
+        """One result per text (the fields of its --jsonl line but "line"), in order. The rows are continued
+        together, as `continue --jsonl` continues a micro-batch: one weight pass per step for all of them."""
+        checked = [row_result(text, lambda text, notice: {"text": text}) for text in texts]
+        good = [i for i, row in enumerate(checked) if row["error"] is None]
+        lines = [checked[i]["text"] for i in good]
+        outcomes = continue_lines(self.lm, self.model, self.context, self.max_tokens, self.echo, self.options,
+                                  lines, [notice_for(text) for text in lines])
+        for i, outcome in zip(good, outcomes):
+            checked[i] = {"error": str(outcome)} if isinstance(outcome, LlmxError) else {**outcome, "error": None}
+        return checked
 
 
 def loaded(model: str | None, adapter: str | None):

@@ -70,7 +70,9 @@ def batchable(generation: Generation) -> bool:
     """Whether the generation's passes are plain `forward`s, which a batch row can stand in for (no hooks)."""
     from .lm import LanguageModel
 
-    return generation.request.hooks is None and type(generation.model).forward is LanguageModel.forward
+    kind = type(generation.model)  # a HookedModel (ablation, steering) adds its hooks in forward_chunks
+    plain = kind.forward is LanguageModel.forward and kind.forward_chunks is LanguageModel.forward_chunks
+    return generation.request.hooks is None and plain
 
 
 def run_batch(generations: Sequence[Generation]) -> Iterator[tuple[int, GenerationResult]]:
