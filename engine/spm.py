@@ -9,8 +9,10 @@ tiktoken's algorithm on characters instead of bytes, so it runs as a tiktoken En
                         so that every character is whole before any two characters merge
     then                the longer pieces, highest score first
 and `rank_ids` maps ranks back to token ids (a partial character left over is its bytes' tokens).
-Spaces are not cut around except in the one piece that has a space inside ('>▁</' in Gemma's
-vocabulary): no piece spans the cut, so BPE on each part equals BPE on the whole, and long texts stay fast.
+The text is cut before each run of spaces that follows another character, except where a piece has such a
+space inside ('>▁</' in Gemma's vocabulary): no piece spans a cut, so BPE on each part equals BPE on the
+whole, and long texts stay fast. (A run of spaces stays with the word after it: in a tokenizer.json, runs
+of spaces are ordinary pieces that BPE builds, see spm_json.py.)
 User-defined pieces (runs of newlines or spaces, HTML tags) are always whole tokens, found before BPE,
 longest first; control tokens (<bos>, <start_of_turn>) only when encode is asked for special tokens.
 """
@@ -103,17 +105,16 @@ def whole_pieces(texts: tuple[str, ...]) -> re.Pattern:
 
 
 def split_pattern(texts: list[str]) -> str:
-    """The pre-split: a cut before each space, except where a piece has a space inside (`a▁b`)."""
-    inside = [t for t in texts if " " in t[1:-1]]
-    joins = sorted({(t[:i], t[i + 1:]) for t in inside for i in range(1, len(t) - 1) if t[i] == " "})
+    """The pre-split: a cut before each run of spaces after another character, except where a piece has
+    such a space inside (`a▁b`, `a▁`): not cutting is always exact, so one character of lookbehind is enough."""
+    inside = [t for t in texts if re.search("[^ ] ", t)]
+    joins = sorted({(t[:i], t[i + 1:]) for t in inside for i in range(1, len(t)) if t[i] == " " != t[i - 1]})
     kept = "".join(f"|(?<={re.escape(left[-1])}) (?={re.escape(right)})" for left, right in joins)
-    return rf" ?(?:[^ ]{kept})+| "
+    return rf" *(?:[^ ]{kept})+| +"
 
 
 def gguf_sentencepiece(meta: dict, n_vocab: int, where: str) -> SentencePieceTokenizer:
     """The SentencePiece tokenizer of a GGUF file's tokenizer.ggml.* metadata."""
-    import tiktoken
-
     tokens, types, scores = (meta.get(f"tokenizer.ggml.{key}") for key in ("tokens", "token_type", "scores"))
     if not (isinstance(tokens, list) and isinstance(types, list) and isinstance(scores, list)
             and len(tokens) == len(types) == len(scores) <= n_vocab):
@@ -121,21 +122,29 @@ def gguf_sentencepiece(meta: dict, n_vocab: int, where: str) -> SentencePieceTok
                              "lengths (or longer than the embedding): the file's tokenizer is damaged; convert it again")
     if meta.get("tokenizer.ggml.add_space_prefix", False):
         raise TokenizerError(f"{where}: tokenizer.ggml.add_space_prefix is true, which llmx does not support yet")
+    ids = {key: meta.get(f"tokenizer.ggml.{key}") for key in ("bos_token_id", "eos_token_id", "eot_token_id")}
+    check_token_ids({f"tokenizer.ggml.{key}": value for key, value in ids.items()}, n_vocab, where)
+    return sentencepiece(tokens, types, scores, n_vocab, where, bos=ids["bos_token_id"],
+                         eos={ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None},
+                         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+
+
+def sentencepiece(tokens: list[str], types: list[int], scores: list[float], n_vocab: int, where: str, *,
+                  bos: int | None, eos: set[int], add_bos: bool) -> SentencePieceTokenizer:
+    """The tokenizer of a vocabulary: each token's text (spaces as ▁ or as spaces), GGUF type and score."""
+    import tiktoken
+
     texts = [t.replace(SPACE, " ") for t in tokens]
     ranks, rank_ids, byte_ids = build_ranks(texts, types, scores, where)
     encoding = tiktoken.Encoding(name=f"spm:{where}", pat_str=split_pattern([t for t, kind in zip(texts, types)
                                                                             if kind == NORMAL]),
                                  mergeable_ranks=ranks, special_tokens={})
     pieces = tuple(bytes([int(t[3:5], 16)]) if kind == BYTE else t.encode() for t, kind in zip(texts, types))
-    ids = {key: meta.get(f"tokenizer.ggml.{key}") for key in ("bos_token_id", "eos_token_id", "eot_token_id")}
-    check_token_ids({f"tokenizer.ggml.{key}": value for key, value in ids.items()}, n_vocab, where)
     return SentencePieceTokenizer(
         encoding, rank_ids, pieces, byte_ids,
         whole={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == USER_DEFINED},
         control={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == CONTROL},
-        n_vocab=n_vocab, bos_id=ids["bos_token_id"],
-        eos_ids=frozenset(ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None),
-        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+        n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos)
 
 
 def build_ranks(texts: list[str], types: list[int], scores: list[float], where: str):
