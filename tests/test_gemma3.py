@@ -5,6 +5,7 @@ commands on it. transformers takes ~50 s to load the file, so it is loaded once 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -53,11 +54,17 @@ def gemma_reference(gemma_path):
                                                 dtype="float32").eval()
 
 
-@pytest.fixture(scope="session")
-def gemma_reference_tokenizer(gemma_path):
+@functools.cache
+def reference_tokenizer(path):
+    """transformers' tokenizer of the GGUF file (~17 s): once per session, shared with test_gemma3_hf.py."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gemma_path.parent, gguf_file=gemma_path.name)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def gemma_reference_tokenizer(gemma_path):
+    return reference_tokenizer(gemma_path)
 
 
 @pytest.fixture(scope="module")
