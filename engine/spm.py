@@ -15,10 +15,15 @@ whole, and long texts stay fast. (A run of spaces stays with the word after it: 
 of spaces are ordinary pieces that BPE builds, see spm_json.py.)
 User-defined pieces (runs of newlines or spaces, HTML tags) are always whole tokens, found before BPE,
 longest first; control tokens (<bos>, <start_of_turn>) only when encode is asked for special tokens.
+
+tiktoken takes ~0.2 s to build its tables for Gemma's 262,144 pieces, a third of a short prompt's first
+token, so it is built on the first long text only: texts up to SHORT_TEXT characters go through `merge`,
+the same algorithm written in Python (the tests check both on the same texts).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,13 +35,15 @@ from .formats.checks import check_token_ids
 # GGUF token types (llama.cpp's llama_token_type).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPACE = "\u2581"  # ▁, SentencePiece's space
+SHORT_TEXT = 2000  # characters: shorter texts are merged in Python (~10 µs a character), longer ones by tiktoken
 
 
 @dataclass(frozen=True)
 class SentencePieceTokenizer:
     """The interface of tokenizer.Tokenizer: encode, piece, text, decode, check_ids, start_ids."""
 
-    encoding: "tiktoken.Encoding"  # noqa: F821 - over ranks (see the module's docstring), not token ids
+    ranks: dict[bytes, int]  # the pieces BPE merges to (see the module's docstring) -> rank
+    rank_pieces: tuple[bytes, ...]  # [n_ranks] the bytes of each rank
     rank_ids: np.ndarray  # [n_ranks] token id of each rank; -1 for a partial character
     pieces: tuple[bytes, ...]  # [n_tokens] the bytes each token stands for
     byte_ids: np.ndarray  # [256] the <0xXX> token of each byte
@@ -46,6 +53,8 @@ class SentencePieceTokenizer:
     bos_id: int | None
     eos_ids: frozenset[int]
     add_bos: bool = False
+    pattern: str = ""  # the pre-split (`split_pattern`)
+    name: str = "spm"  # for tiktoken's Encoding
 
     def encode(self, text: str, *, special: bool = False) -> list[int]:
         """Token ids of `text`; control-token text such as <start_of_turn> is ordinary text unless special=True."""
@@ -62,15 +71,38 @@ class SentencePieceTokenizer:
     def bpe(self, text: str) -> list[int]:
         if not text:
             return []
-        ranks = np.array(self.encoding.encode_ordinary(text), dtype=np.int64)
+        short = len(text) <= SHORT_TEXT
+        ranks = np.array(self.merge(text) if short else self.encoding.encode_ordinary(text), dtype=np.int64)
         ids = self.rank_ids[ranks]
         if (ids >= 0).all():
             return ids.tolist()
         out = []
         for rank, token in zip(ranks.tolist(), ids.tolist()):  # a partial character: its bytes' tokens
-            partial = self.encoding.decode_single_token_bytes(rank)
-            out += [token] if token >= 0 else self.byte_ids[list(partial)].tolist()
+            out += [token] if token >= 0 else self.byte_ids[list(self.rank_pieces[rank])].tolist()
         return out
+
+    def merge(self, text: str) -> list[int]:
+        """tiktoken's encode_ordinary in Python: each chunk of the pre-split is one rank if it is a piece
+        (tiktoken looks that up first), else its bytes, repeatedly joining the adjacent pair whose join has
+        the lowest rank, the leftmost on a tie."""
+        out = []
+        for chunk in split_regex(self.pattern).findall(text):
+            chunk = chunk.encode()
+            parts = [chunk] if chunk in self.ranks else [bytes([b]) for b in chunk]
+            while len(parts) > 1:
+                joins = [self.ranks.get(a + b, len(self.ranks)) for a, b in zip(parts, parts[1:])]
+                best = min(range(len(joins)), key=joins.__getitem__)  # the first of the lowest
+                if joins[best] == len(self.ranks):
+                    break
+                parts[best:best + 2] = [parts[best] + parts[best + 1]]
+            out += [self.ranks[part] for part in parts]
+        return out
+
+    @functools.cached_property
+    def encoding(self) -> "tiktoken.Encoding":  # noqa: F821 - over ranks, not token ids
+        import tiktoken
+
+        return tiktoken.Encoding(name=self.name, pat_str=self.pattern, mergeable_ranks=self.ranks, special_tokens={})
 
     def piece(self, token_id: int) -> bytes:
         self.check_ids([token_id])
@@ -94,6 +126,11 @@ class SentencePieceTokenizer:
 
 
 _PATTERNS: dict[tuple[str, ...], re.Pattern] = {}
+
+
+@functools.cache
+def split_regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
 
 
 def whole_pieces(texts: tuple[str, ...]) -> re.Pattern:
@@ -132,19 +169,15 @@ def gguf_sentencepiece(meta: dict, n_vocab: int, where: str) -> SentencePieceTok
 def sentencepiece(tokens: list[str], types: list[int], scores: list[float], n_vocab: int, where: str, *,
                   bos: int | None, eos: set[int], add_bos: bool) -> SentencePieceTokenizer:
     """The tokenizer of a vocabulary: each token's text (spaces as ▁ or as spaces), GGUF type and score."""
-    import tiktoken
-
     texts = [t.replace(SPACE, " ") for t in tokens]
     ranks, rank_ids, byte_ids = build_ranks(texts, types, scores, where)
-    encoding = tiktoken.Encoding(name=f"spm:{where}", pat_str=split_pattern([t for t, kind in zip(texts, types)
-                                                                            if kind == NORMAL]),
-                                 mergeable_ranks=ranks, special_tokens={})
+    pattern = split_pattern([t for t, kind in zip(texts, types) if kind == NORMAL])
     pieces = tuple(bytes([int(t[3:5], 16)]) if kind == BYTE else t.encode() for t, kind in zip(texts, types))
     return SentencePieceTokenizer(
-        encoding, rank_ids, pieces, byte_ids,
+        ranks, tuple(ranks), rank_ids, pieces, byte_ids,
         whole={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == USER_DEFINED},
         control={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == CONTROL},
-        n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos)
+        n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos, pattern=pattern, name=f"spm:{where}")
 
 
 def build_ranks(texts: list[str], types: list[int], scores: list[float], where: str):
