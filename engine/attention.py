@@ -68,7 +68,8 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     on a local layer); query heads sharing a key/value head are batched."""
     q, k, v = qkv(x, blk, cfg, rope, hook)
     n_seq, end = x.shape[0], start + x.shape[0]
-    keys, values, first = remember(k_buf, v_buf, k, v, start, window)  # [n_kv_head, n_keys, d_head]
+    keys, values, first = remember(k_buf, v_buf, k, v, start, window,  # [n_kv_head, n_keys, d_head]
+                                   in_order=hook.wants("attn.pattern"))
     n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
     q = q.reshape(cfg.n_kv_head, group, n_seq, cfg.d_head)
     scores = q @ keys[:, None].transpose(0, 1, 3, 2)  # [n_kv_head, group, n_seq, n_keys]
@@ -82,13 +83,21 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     return attention_output(z, blk.w_o, cfg, hook)
 
 
-def remember(k_buf, v_buf, k, v, start: int, window: int | None):
+def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
     """Write the new keys and values into the layer's buffers; return the keys and values the new
-    positions attend to ([n_kv_head, n_keys, d_head], in order of position) and the first one's position."""
-    end = start + k.shape[1]
+    positions attend to ([n_kv_head, n_keys, d_head], in order of position) and the first one's position.
+
+    One new token on a local layer needs no copy: until the ring wraps its slots are in order, and after,
+    it holds exactly the window the token sees, in ring order, which attention does not depend on (no mask
+    for one token; softmax and the weighted sum are over a set). Only a hook on the pattern needs the order."""
+    end, size = start + k.shape[1], k_buf.shape[1]
     if window is None:  # the buffer holds every position
         k_buf[:, start:end], v_buf[:, start:end] = k, v
         return k_buf[:, :end], v_buf[:, :end], 0
+    if end - start == 1 and size == window and (start < size or not in_order):
+        ring_write(k_buf, k, start)
+        ring_write(v_buf, v, start)
+        return (k_buf[:, :end], v_buf[:, :end], 0) if start < size else (k_buf, v_buf, end - size)
     first = max(0, start - window + 1)  # the oldest position the first new one may see
     keys = np.concatenate([ring_read(k_buf, first, start), k], axis=1)
     values = np.concatenate([ring_read(v_buf, first, start), v], axis=1)
