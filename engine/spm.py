@@ -16,6 +16,14 @@ of spaces are ordinary pieces that BPE builds, see spm_json.py.)
 User-defined pieces (runs of newlines or spaces, HTML tags) are always whole tokens, found before BPE,
 longest first; control tokens (<bos>, <start_of_turn>) only when encode is asked for special tokens.
 
+Runs of more than 31 spaces (Gemma's longest user-defined run): SentencePiece itself splits its input with
+`matcher_->PrefixMatch(normalized, &s.freeze)` (bpe_model.cc), the longest user-defined piece at each point,
+frozen so that no merge touches it, and llama.cpp's special-token partition does the same, so 40 spaces are
+31 + 9. (`max_piece_length`, 16 by default, limits only the pieces training learns.) transformers' GGUF
+conversion instead writes the user-defined pieces as ordinary BPE pieces built by merges, and splits such a
+run 16 + 24. llmx follows SentencePiece for GGUF files, and for a tokenizer.json what that file says
+(spm_json.py): the tests check both.
+
 tiktoken takes ~0.2 s to build its tables for Gemma's 262,144 pieces, a third of a short prompt's first
 token, so it is built on the first long text only: texts up to SHORT_TEXT characters go through `merge`,
 the same algorithm written in Python (the tests check both on the same texts).

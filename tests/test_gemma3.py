@@ -161,8 +161,9 @@ def test_tokenization_of_source_code_equals_transformers(gemma, gemma_reference_
 
 
 def test_long_space_runs_are_whole_user_defined_tokens_longest_first(gemma):
-    """Runs of 2..31 spaces are user-defined tokens, found before BPE longest first (as SentencePiece and
-    llama.cpp do; transformers' GGUF conversion instead merges runs longer than 31 into 16s)."""
+    """Runs of 2..31 spaces are user-defined tokens, found before BPE longest first, as SentencePiece does
+    (bpe_model.cc's PrefixMatch, see engine/spm.py) and llama.cpp; transformers' GGUF conversion builds them
+    by BPE merges instead (16 + 24 here: test_gemma3_hf.py)."""
     tok = gemma.tokenizer
     assert [tok.text(i) for i in tok.encode(" " * 40 + "x")[1:]] == [" " * 31, " " * 9, "x"]
 

@@ -173,3 +173,17 @@ def test_special_tokens_and_ends_come_from_the_folder(json_tokenizers):
     ours, _ = json_tokenizers
     assert (ours.bos_id, ours.add_bos, 1 in ours.eos_ids) == (2, True, True)
     assert ours.encode("<start_of_turn>", special=True) == [2, 105] and len(ours.encode("<start_of_turn>")) > 2
+
+
+def test_long_space_runs_follow_each_files_own_reading(json_tokenizers):
+    """A GGUF file's runs of spaces are user-defined pieces, found whole before BPE as SentencePiece does
+    (31 + 9); transformers' tokenizer.json writes them as ordinary pieces built by merges, and llmx reads
+    that file as transformers does (16 + 24). See engine/spm.py."""
+    from llmx.engine.loader import load_tokenizer
+
+    ours, _ = json_tokenizers
+    from_gguf = load_tokenizer(str(conftest.test_data(GEMMA3)))
+    assert [from_gguf.text(i) for i in from_gguf.encode(" " * 40)[1:]] == [" " * 31, " " * 9]
+    assert [ours.text(i) for i in ours.encode(" " * 40)[1:]] == [" " * 16, " " * 24]
+    text = "a  b   c    d" + " " * 31 + "e"  # up to 31, both readings agree
+    assert from_gguf.encode(text) == ours.encode(text)
