@@ -36,8 +36,29 @@ def report(path: Path, repeats: int, bandwidth: float) -> None:
     for name in ("decode, 128-token prompt (tokens/s)", "decode, 700-token prompt (tokens/s)"):
         print(f"{name}: llmx reaches {rows[name][0] * floor:.0%} of the floor ({1 / floor:.1f} tokens/s at "
               f"{bandwidth / 1e9:.1f} GB/s), transformers {rows[name][1] * floor:.0%}")
+    layout_row(ours)
     print(f"process start to first token (`llmx continue -m {path.name} Hi --max-tokens 1`, cached), median of "
           f"{repeats}: {first_token_seconds(path, repeats):.2f} s")
+
+
+def layout_row(model) -> None:
+    """One decode step's matrix-vector products with each matrix as the engine holds it and transposed: the
+    engine keeps block matrices [out, in] (row-major) and Gemma's unembedding column-major (arch/gemma3.py)."""
+    import numpy as np
+
+    matrices = [m.w for b in model.weights.blocks for m in (b.w_qkv, b.w_o, b.w_in, b.w_out)]
+    flipped = [np.ascontiguousarray(w) if w.flags.f_contiguous else np.asfortranarray(w) for w in matrices]
+    inputs = {w.shape[1]: np.ones((1, w.shape[1]), np.float32) for w in matrices}
+    unembed, x = model.weights.unembed, np.ones((1, model.config.n_embd), np.float32)
+    other = np.ascontiguousarray(unembed) if unembed.flags.f_contiguous else np.asfortranarray(unembed)
+
+    def products(ws):
+        return min(bench.timed(lambda: [inputs[w.shape[1]] @ w.T for w in ws]) for _ in range(5))
+
+    print(f"block matrices of one token: {products(matrices) * 1e3:.1f} ms as held, {products(flipped) * 1e3:.1f} ms "
+          f"transposed; unembedding: {products([unembed]) * 1e3:.1f} ms as held (column-major: "
+          f"{unembed.flags.f_contiguous}), {min(bench.timed(lambda: x @ other.T) for _ in range(5)) * 1e3:.1f} ms "
+          "transposed")
 
 
 def first_token_seconds(path: Path, repeats: int) -> float:

@@ -149,24 +149,28 @@ def test_what_llmx_does_not_run_is_refused_in_one_line(tmp_path, tiny_gemma, cha
 
 @pytest.fixture(scope="module")
 def json_tokenizers(gemma_tokenizer_dir):
-    from transformers import AutoTokenizer
+    """llmx's and Hugging Face's (the `tokenizers` library under transformers' fast tokenizers, 3x quicker
+    to load than AutoTokenizer) tokenizers of the same tokenizer.json."""
+    from tokenizers import Tokenizer
 
     from llmx.engine.spm_json import tokenizer_json_sentencepiece
 
-    return tokenizer_json_sentencepiece(gemma_tokenizer_dir, 262144), AutoTokenizer.from_pretrained(gemma_tokenizer_dir)
+    theirs = Tokenizer.from_file(str(gemma_tokenizer_dir / "tokenizer.json"))
+    theirs.encode_special_tokens = True  # control-token text is ordinary text (transformers: split_special_tokens)
+    return tokenizer_json_sentencepiece(gemma_tokenizer_dir, 262144), theirs
 
 
 @pytest.mark.parametrize("text", HARD_TEXTS + [" " * 40 + "x", "a" + " " * 33, "x >   </b>"])
 def test_tokenization_equals_transformers(json_tokenizers, text):
     ours, theirs = json_tokenizers
-    assert ours.encode(text) == theirs(text, split_special_tokens=True).input_ids
+    assert ours.encode(text) == theirs.encode(text).ids
     assert ours.decode(ours.encode(text)[1:]) == text.replace("\u2581", " ")
 
 
 def test_tokenization_of_source_code_equals_transformers(json_tokenizers):
     ours, theirs = json_tokenizers
     text = "".join(path.read_text() for path in sorted((conftest.REPO / "engine").glob("*.py")))
-    assert ours.encode(text) == theirs(text, split_special_tokens=True).input_ids
+    assert ours.encode(text) == theirs.encode(text).ids
 
 
 def test_special_tokens_and_ends_come_from_the_folder(json_tokenizers):
@@ -187,3 +191,39 @@ def test_long_space_runs_follow_each_files_own_reading(json_tokenizers):
     assert [ours.text(i) for i in ours.encode(" " * 40)[1:]] == [" " * 16, " " * 24]
     text = "a  b   c    d" + " " * 31 + "e"  # up to 31, both readings agree
     assert from_gguf.encode(text) == ours.encode(text)
+
+
+def test_short_texts_merged_in_python_as_tiktoken_merges_long_ones(json_tokenizers):
+    """spm.py merges texts up to SHORT_TEXT characters in Python, longer ones with tiktoken: the same ranks."""
+    ours, _ = json_tokenizers
+    source = "".join(path.read_text() for path in sorted((conftest.REPO / "engine").glob("*.py")))
+    for text in [t.replace("\u2581", " ") for t in HARD_TEXTS] + [source[:5000]]:
+        assert ours.merge(text) == ours.encoding.encode_ordinary(text)
+
+
+def test_the_tokenizer_cache_gives_the_tokenizer_back_and_rebuilds_a_damaged_one(tmp_path, monkeypatch,
+                                                                                  json_tokenizers):
+    from llmx.engine.spm_cache import cached_sentencepiece
+
+    monkeypatch.setenv("LLMX_CACHE", str(tmp_path))
+    ours, _ = json_tokenizers
+    source = tmp_path / "tokenizer.json"
+    source.write_text("stands for the files a tokenizer is built from")
+    builds = []
+
+    def build():
+        builds.append(1)
+        return ours
+
+    first = cached_sentencepiece([source], 262144, "test", build)
+    again = cached_sentencepiece([source], 262144, "test", build)
+    text = "Gemma's   tokens: naïve 🙂 12345 <start_of_turn>"
+    assert len(builds) == 1 and again is not ours and again.encode(text) == ours.encode(text)
+    assert again.decode(again.encode(text)[1:]) == text and again.encode(text, special=True) == ours.encode(
+        text, special=True)
+    (entry,) = tmp_path.glob("spm-*.npz")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the stored arrays
+    entry.write_bytes(bytes(data))
+    assert cached_sentencepiece([source], 262144, "test", build).encode(text) == first.encode(text)
+    assert len(builds) == 2
