@@ -3,6 +3,7 @@
     python bench/bench.py                 # GPT-2 small shape, random weights written once into bench/.cache
     python bench/bench.py --size medium   # also large, xl
     python bench/bench.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf
+    python bench/bench.py --gemma .cache/test-data/gemma-3-270m-q4_k_m.gguf   # rows from bench/gemma.py
 
 Both sides get the same thread count (LLMX_THREADS, default: all cores) and the same checkpoint;
 their runs alternate and medians are reported. Speed does not depend on weight values, so random
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs per measurement")
     parser.add_argument("--smollm2", type=Path, help="also compare on this SmolLM2 GGUF file")
     parser.add_argument("--finetune", action="store_true", help="also a training step (bench/finetune.py)")
+    parser.add_argument("--gemma", type=Path, help="also compare on this Gemma 3 GGUF file (bench/gemma.py)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
@@ -76,6 +78,10 @@ def main() -> None:
         from finetune import print_finetune_rows  # bench/finetune.py: a training step against PyTorch's
 
         print_finetune_rows(checkpoint, args.smollm2, args.repeats)
+    if args.gemma:
+        from gemma import report  # bench/gemma.py: Gemma 3 decode, its floor, first token
+
+        report(args.gemma, args.repeats, bandwidth)
 
 
 def write_checkpoint(size: str) -> Path:

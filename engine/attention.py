@@ -82,7 +82,8 @@ def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | N
     [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. The batched decode step
     (engine/batched.py) calls it once per sequence, with that sequence's own cache."""
     n_seq, end = q.shape[1], start + q.shape[1]
-    keys, values, first = remember(k_buf, v_buf, k, v, start, window)  # [n_kv_head, n_keys, d_head]
+    keys, values, first = remember(k_buf, v_buf, k, v, start, window,  # [n_kv_head, n_keys, d_head]
+                                   in_order=hook.wants("attn.pattern"))
     n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
     q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
@@ -95,13 +96,21 @@ def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | N
     return hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
 
 
-def remember(k_buf, v_buf, k, v, start: int, window: int | None):
+def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
     """Write the new keys and values into the layer's buffers; return the keys and values the new
-    positions attend to ([n_kv_head, n_keys, d_head], in order of position) and the first one's position."""
-    end = start + k.shape[1]
+    positions attend to ([n_kv_head, n_keys, d_head], in order of position) and the first one's position.
+
+    One new token on a local layer needs no copy: until the ring wraps its slots are in order, and after,
+    it holds exactly the window the token sees, in ring order, which attention does not depend on (no mask
+    for one token; softmax and the weighted sum are over a set). Only a hook on the pattern needs the order."""
+    end, size = start + k.shape[1], k_buf.shape[1]
     if window is None:  # the buffer holds every position
         k_buf[:, start:end], v_buf[:, start:end] = k, v
         return k_buf[:, :end], v_buf[:, :end], 0
+    if end - start == 1 and size == window and (start < size or not in_order):
+        ring_write(k_buf, k, start)
+        ring_write(v_buf, v, start)
+        return (k_buf[:, :end], v_buf[:, :end], 0) if start < size else (k_buf, v_buf, end - size)
     first = max(0, start - window + 1)  # the oldest position the first new one may see
     keys = np.concatenate([ring_read(k_buf, first, start), k], axis=1)
     values = np.concatenate([ring_read(v_buf, first, start), v], axis=1)

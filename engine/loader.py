@@ -43,9 +43,9 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Tokenizer:
     """Only the tokenizer of model `name`: no weights are read (a GGUF file's header is enough)."""
     path = locate(name)
     if path.is_file():
-        header = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS)
+        header = gguf.read_gguf_header(path, arrays=False)
         arch = for_gguf(header.meta.get("general.architecture"), path.name)
-        return gguf_tokenizer(header.meta, gguf.gguf_vocab_size(header), path.name, arch.GGUF_PRE_TOKENIZER)
+        return gguf_file_tokenizer(path, header, gguf.gguf_vocab_size(header), arch)
     arch, config = hf_config(path)
     return arch.tokenizer(path, config.n_vocab)
 
@@ -66,15 +66,29 @@ def load_hf_directory(directory: Path) -> tuple[Config, Weights, Tokenizer]:
 def load_gguf(path: Path, on_notice: Callable[[str], None] = lambda message: None) -> tuple[Config, Weights, Tokenizer]:
     """A .gguf file: its header checked whole before any tensor is dequantized (to float32, once: later loads
     map the weights from llmx's cache, engine/packed.py)."""
-    header = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS)
+    header = gguf.read_gguf_header(path, arrays=False)  # the vocabulary's arrays: only if the tokenizer is built
     arch = for_gguf(header.meta.get("general.architecture"), path.name)
     cfg = arch.config_from_gguf(header, path.name)
     check_block_count([t.name for t in header.tensors], gguf.BLOCK, cfg.n_layer,
                       f"{header.meta['general.architecture']}.block_count", path.name)
     gguf.check_tensor_layout(header, path)
-    tokenizer = gguf_tokenizer(header.meta, cfg.n_vocab, path.name, arch.GGUF_PRE_TOKENIZER)  # before the weights
+    tokenizer = gguf_file_tokenizer(path, header, cfg.n_vocab, arch)  # before the weights
 
     def build() -> Weights:
         return arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name, arch.TITLE), cfg)
 
     return cfg, gguf_packed(path, cfg, build, on_notice), tokenizer
+
+
+def gguf_file_tokenizer(path: Path, header: gguf.GGUFHeader, n_vocab: int, arch: ModuleType) -> Tokenizer:
+    """The file's tokenizer, from a header read without arrays; a SentencePiece one comes from llmx's cache
+    after the first load (engine/spm_cache.py), without reading the vocabulary again."""
+    def build():
+        meta = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS).meta
+        return gguf_tokenizer(meta, n_vocab, path.name, arch.GGUF_PRE_TOKENIZER)
+
+    if header.meta.get("tokenizer.ggml.model") == "llama":
+        from .spm_cache import cached_sentencepiece
+
+        return cached_sentencepiece([path], n_vocab, path.name, build)
+    return build()

@@ -35,7 +35,7 @@ PACK_FORMAT = "llmx-gpt2-pack-2"  # in the pack's metadata; a pack of another fo
 # Bumped whenever engine/arch/ builds other Weights from the same GGUF file (a fix to un-permuting, a new
 # fused matrix): part of the pack's name and metadata. The gguf package's version (which dequantizes) is
 # part of the name too.
-GGUF_LAYOUT = 1
+GGUF_LAYOUT = 2  # 2: column-major matrices stored as their transposes (NAME.T)
 GGUF_FORMAT = f"llmx-gguf-pack-{GGUF_LAYOUT}"
 
 
@@ -145,13 +145,19 @@ def flatten(weights: Weights) -> dict[str, np.ndarray]:
     tensors = dict(walk("", weights))
     if weights.unembed is weights.embed:
         del tensors["unembed"]
-    return tensors
+    # A matrix kept column-major (Gemma's unembedding, see arch/gemma3.py) is stored as its transpose, "NAME.T".
+    return {f"{name}.T" if is_column_major(a) else name: a.T if is_column_major(a) else a for name, a in tensors.items()}
+
+
+def is_column_major(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.flags.f_contiguous and not array.flags.c_contiguous
 
 
 def unflatten(tensors: dict[str, np.ndarray]) -> Weights | None:
     """The Weights `flatten` took apart (a Linear is a group with "w", a Norm one with "g"); None if the
     names do not make Weights."""
     tree: dict = {}
+    tensors = {name.removesuffix(".T"): a.T if name.endswith(".T") else a for name, a in tensors.items()}
     for name, array in tensors.items():
         *groups, leaf = name.split(".")
         node = tree

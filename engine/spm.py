@@ -9,14 +9,29 @@ tiktoken's algorithm on characters instead of bytes, so it runs as a tiktoken En
                         so that every character is whole before any two characters merge
     then                the longer pieces, highest score first
 and `rank_ids` maps ranks back to token ids (a partial character left over is its bytes' tokens).
-Spaces are not cut around except in the one piece that has a space inside ('>▁</' in Gemma's
-vocabulary): no piece spans the cut, so BPE on each part equals BPE on the whole, and long texts stay fast.
+The text is cut before each run of spaces that follows another character, except where a piece has such a
+space inside ('>▁</' in Gemma's vocabulary): no piece spans a cut, so BPE on each part equals BPE on the
+whole, and long texts stay fast. (A run of spaces stays with the word after it: in a tokenizer.json, runs
+of spaces are ordinary pieces that BPE builds, see spm_json.py.)
 User-defined pieces (runs of newlines or spaces, HTML tags) are always whole tokens, found before BPE,
 longest first; control tokens (<bos>, <start_of_turn>) only when encode is asked for special tokens.
+
+Runs of more than 31 spaces (Gemma's longest user-defined run): SentencePiece itself splits its input with
+`matcher_->PrefixMatch(normalized, &s.freeze)` (bpe_model.cc), the longest user-defined piece at each point,
+frozen so that no merge touches it, and llama.cpp's special-token partition does the same, so 40 spaces are
+31 + 9. (`max_piece_length`, 16 by default, limits only the pieces training learns.) transformers' GGUF
+conversion instead writes the user-defined pieces as ordinary BPE pieces built by merges, and splits such a
+run 16 + 24. llmx follows SentencePiece for GGUF files, and for a tokenizer.json what that file says
+(spm_json.py): the tests check both.
+
+tiktoken takes ~0.2 s to build its tables for Gemma's 262,144 pieces, a third of a short prompt's first
+token, so it is built on the first long text only: texts up to SHORT_TEXT characters go through `merge`,
+the same algorithm written in Python (the tests check both on the same texts).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -28,13 +43,15 @@ from .formats.checks import check_token_ids
 # GGUF token types (llama.cpp's llama_token_type).
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPACE = "\u2581"  # ▁, SentencePiece's space
+SHORT_TEXT = 2000  # characters: shorter texts are merged in Python (~10 µs a character), longer ones by tiktoken
 
 
 @dataclass(frozen=True)
 class SentencePieceTokenizer:
     """The interface of tokenizer.Tokenizer: encode, piece, text, decode, check_ids, start_ids."""
 
-    encoding: "tiktoken.Encoding"  # noqa: F821 - over ranks (see the module's docstring), not token ids
+    ranks: dict[bytes, int]  # the pieces BPE merges to (see the module's docstring) -> rank
+    rank_pieces: tuple[bytes, ...]  # [n_ranks] the bytes of each rank
     rank_ids: np.ndarray  # [n_ranks] token id of each rank; -1 for a partial character
     pieces: tuple[bytes, ...]  # [n_tokens] the bytes each token stands for
     byte_ids: np.ndarray  # [256] the <0xXX> token of each byte
@@ -44,6 +61,8 @@ class SentencePieceTokenizer:
     bos_id: int | None
     eos_ids: frozenset[int]
     add_bos: bool = False
+    pattern: str = ""  # the pre-split (`split_pattern`)
+    name: str = "spm"  # for tiktoken's Encoding
 
     def encode(self, text: str, *, special: bool = False) -> list[int]:
         """Token ids of `text`; control-token text such as <start_of_turn> is ordinary text unless special=True."""
@@ -60,15 +79,38 @@ class SentencePieceTokenizer:
     def bpe(self, text: str) -> list[int]:
         if not text:
             return []
-        ranks = np.array(self.encoding.encode_ordinary(text), dtype=np.int64)
+        short = len(text) <= SHORT_TEXT
+        ranks = np.array(self.merge(text) if short else self.encoding.encode_ordinary(text), dtype=np.int64)
         ids = self.rank_ids[ranks]
         if (ids >= 0).all():
             return ids.tolist()
         out = []
         for rank, token in zip(ranks.tolist(), ids.tolist()):  # a partial character: its bytes' tokens
-            partial = self.encoding.decode_single_token_bytes(rank)
-            out += [token] if token >= 0 else self.byte_ids[list(partial)].tolist()
+            out += [token] if token >= 0 else self.byte_ids[list(self.rank_pieces[rank])].tolist()
         return out
+
+    def merge(self, text: str) -> list[int]:
+        """tiktoken's encode_ordinary in Python: each chunk of the pre-split is one rank if it is a piece
+        (tiktoken looks that up first), else its bytes, repeatedly joining the adjacent pair whose join has
+        the lowest rank, the leftmost on a tie."""
+        out = []
+        for chunk in split_regex(self.pattern).findall(text):
+            chunk = chunk.encode()
+            parts = [chunk] if chunk in self.ranks else [bytes([b]) for b in chunk]
+            while len(parts) > 1:
+                joins = [self.ranks.get(a + b, len(self.ranks)) for a, b in zip(parts, parts[1:])]
+                best = min(range(len(joins)), key=joins.__getitem__)  # the first of the lowest
+                if joins[best] == len(self.ranks):
+                    break
+                parts[best:best + 2] = [parts[best] + parts[best + 1]]
+            out += [self.ranks[part] for part in parts]
+        return out
+
+    @functools.cached_property
+    def encoding(self) -> "tiktoken.Encoding":  # noqa: F821 - over ranks, not token ids
+        import tiktoken
+
+        return tiktoken.Encoding(name=self.name, pat_str=self.pattern, mergeable_ranks=self.ranks, special_tokens={})
 
     def piece(self, token_id: int) -> bytes:
         self.check_ids([token_id])
@@ -94,6 +136,11 @@ class SentencePieceTokenizer:
 _PATTERNS: dict[tuple[str, ...], re.Pattern] = {}
 
 
+@functools.cache
+def split_regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
 def whole_pieces(texts: tuple[str, ...]) -> re.Pattern:
     """A regex finding any of `texts`, the longest where several start at one place."""
     if texts not in _PATTERNS:
@@ -103,17 +150,16 @@ def whole_pieces(texts: tuple[str, ...]) -> re.Pattern:
 
 
 def split_pattern(texts: list[str]) -> str:
-    """The pre-split: a cut before each space, except where a piece has a space inside (`a▁b`)."""
-    inside = [t for t in texts if " " in t[1:-1]]
-    joins = sorted({(t[:i], t[i + 1:]) for t in inside for i in range(1, len(t) - 1) if t[i] == " "})
+    """The pre-split: a cut before each run of spaces after another character, except where a piece has
+    such a space inside (`a▁b`, `a▁`): not cutting is always exact, so one character of lookbehind is enough."""
+    inside = [t for t in texts if re.search("[^ ] ", t)]
+    joins = sorted({(t[:i], t[i + 1:]) for t in inside for i in range(1, len(t)) if t[i] == " " != t[i - 1]})
     kept = "".join(f"|(?<={re.escape(left[-1])}) (?={re.escape(right)})" for left, right in joins)
-    return rf" ?(?:[^ ]{kept})+| "
+    return rf" *(?:[^ ]{kept})+| +"
 
 
 def gguf_sentencepiece(meta: dict, n_vocab: int, where: str) -> SentencePieceTokenizer:
     """The SentencePiece tokenizer of a GGUF file's tokenizer.ggml.* metadata."""
-    import tiktoken
-
     tokens, types, scores = (meta.get(f"tokenizer.ggml.{key}") for key in ("tokens", "token_type", "scores"))
     if not (isinstance(tokens, list) and isinstance(types, list) and isinstance(scores, list)
             and len(tokens) == len(types) == len(scores) <= n_vocab):
@@ -121,21 +167,25 @@ def gguf_sentencepiece(meta: dict, n_vocab: int, where: str) -> SentencePieceTok
                              "lengths (or longer than the embedding): the file's tokenizer is damaged; convert it again")
     if meta.get("tokenizer.ggml.add_space_prefix", False):
         raise TokenizerError(f"{where}: tokenizer.ggml.add_space_prefix is true, which llmx does not support yet")
-    texts = [t.replace(SPACE, " ") for t in tokens]
-    ranks, rank_ids, byte_ids = build_ranks(texts, types, scores, where)
-    encoding = tiktoken.Encoding(name=f"spm:{where}", pat_str=split_pattern([t for t, kind in zip(texts, types)
-                                                                            if kind == NORMAL]),
-                                 mergeable_ranks=ranks, special_tokens={})
-    pieces = tuple(bytes([int(t[3:5], 16)]) if kind == BYTE else t.encode() for t, kind in zip(texts, types))
     ids = {key: meta.get(f"tokenizer.ggml.{key}") for key in ("bos_token_id", "eos_token_id", "eot_token_id")}
     check_token_ids({f"tokenizer.ggml.{key}": value for key, value in ids.items()}, n_vocab, where)
+    return sentencepiece(tokens, types, scores, n_vocab, where, bos=ids["bos_token_id"],
+                         eos={ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None},
+                         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+
+
+def sentencepiece(tokens: list[str], types: list[int], scores: list[float], n_vocab: int, where: str, *,
+                  bos: int | None, eos: set[int], add_bos: bool) -> SentencePieceTokenizer:
+    """The tokenizer of a vocabulary: each token's text (spaces as ▁ or as spaces), GGUF type and score."""
+    texts = [t.replace(SPACE, " ") for t in tokens]
+    ranks, rank_ids, byte_ids = build_ranks(texts, types, scores, where)
+    pattern = split_pattern([t for t, kind in zip(texts, types) if kind == NORMAL])
+    pieces = tuple(bytes([int(t[3:5], 16)]) if kind == BYTE else t.encode() for t, kind in zip(texts, types))
     return SentencePieceTokenizer(
-        encoding, rank_ids, pieces, byte_ids,
+        ranks, tuple(ranks), rank_ids, pieces, byte_ids,
         whole={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == USER_DEFINED},
         control={t: i for i, (t, kind) in enumerate(zip(texts, types)) if kind == CONTROL},
-        n_vocab=n_vocab, bos_id=ids["bos_token_id"],
-        eos_ids=frozenset(ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None),
-        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+        n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos, pattern=pattern, name=f"spm:{where}")
 
 
 def build_ranks(texts: list[str], types: list[int], scores: list[float], where: str):

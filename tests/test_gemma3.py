@@ -5,6 +5,7 @@ commands on it. transformers takes ~50 s to load the file, so it is loaded once 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -53,11 +54,17 @@ def gemma_reference(gemma_path):
                                                 dtype="float32").eval()
 
 
-@pytest.fixture(scope="session")
-def gemma_reference_tokenizer(gemma_path):
+@functools.cache
+def reference_tokenizer(path):
+    """transformers' tokenizer of the GGUF file (~17 s): once per session, shared with test_gemma3_hf.py."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gemma_path.parent, gguf_file=gemma_path.name)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def gemma_reference_tokenizer(gemma_path):
+    return reference_tokenizer(gemma_path)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +161,9 @@ def test_tokenization_of_source_code_equals_transformers(gemma, gemma_reference_
 
 
 def test_long_space_runs_are_whole_user_defined_tokens_longest_first(gemma):
-    """Runs of 2..31 spaces are user-defined tokens, found before BPE longest first (as SentencePiece and
-    llama.cpp do; transformers' GGUF conversion instead merges runs longer than 31 into 16s)."""
+    """Runs of 2..31 spaces are user-defined tokens, found before BPE longest first, as SentencePiece does
+    (bpe_model.cc's PrefixMatch, see engine/spm.py) and llama.cpp; transformers' GGUF conversion builds them
+    by BPE merges instead (16 + 24 here: test_gemma3_hf.py)."""
     tok = gemma.tokenizer
     assert [tok.text(i) for i in tok.encode(" " * 40 + "x")[1:]] == [" " * 31, " " * 9, "x"]
 

@@ -138,6 +138,22 @@ class _Cursor:
         self.pos += n
         return self.data[self.pos - n:self.pos].decode("utf-8", errors="replace")
 
+    def strings(self, count: int, keep: bool) -> list[str] | None:
+        """An array of `count` strings (a vocabulary: 262,144 for Gemma), in one tight loop."""
+        data, pos, end, length = self.data, self.pos, len(self.data), struct.Struct("<Q").unpack_from
+        out = [] if keep else None
+        for _ in range(count):
+            if pos + 8 > end:
+                raise _Damaged("it is truncated (its header runs past the end of the file)")
+            n, = length(data, pos)
+            pos += 8 + n
+            if keep:
+                out.append(data[pos - n:pos].decode("utf-8", errors="replace"))
+        if pos > end:
+            raise _Damaged(f"it is truncated (a string of {n} bytes runs past the end of the file)")
+        self.pos = pos
+        return out
+
     def value(self, kind: int, keep: bool = True):
         """A metadata value; with keep=False an array is skipped without building it (None)."""
         if kind in GGUF_SCALARS:
@@ -154,6 +170,8 @@ class _Cursor:
             self.pos += count * size
             return values
         self.need(count, 8 if item == GGUF_STRING else 12)  # a string's length, or an array's type and count
+        if item == GGUF_STRING:
+            return self.strings(count, keep)
         if not keep:
             for _ in range(count):
                 self.value(item, keep=False)
