@@ -226,7 +226,7 @@ def test_an_unsupported_architecture_is_refused_before_any_weight_is_fetched(hub
     status, out, err, message = run_load("someone/bert", tmp_path / "hf", hub_server.url)
     assert status == 1, err
     assert message == ("CheckpointError: config.json of someone/bert: model_type 'bert' is not supported "
-                       "(llmx runs gpt2, llama and qwen2): pick a GPT-2, Llama or Qwen2 model")
+                       "(llmx runs gpt2, llama, qwen2 and gemma3): pick a GPT-2, Llama, Qwen2 or Gemma 3 model")
     assert hub_server.files_got() == ["config.json"]
     assert all("model.safetensors" not in line for line in hub_server.requests)  # not even asked about
 
