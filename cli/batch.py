@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import stat
 import sys
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ import click
 from .engine.errors import InputError, LlmxError
 from .data import LONE_SURROGATE, to_json
 from .notices import warn
+from .signals import terminate_between_writes
 
 Notice = Callable[[str], None]
 Handler = Callable[[str, Notice], dict]  # (text, notice) -> the JSON result for that text
@@ -72,11 +72,6 @@ def batch_options(command):
 
 class BatchError(LlmxError):
     """Some lines of a batch failed; their error objects are in the output."""
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: stop after the current result line (a BaseException, like KeyboardInterrupt,
-    so that no `except Exception` on the way swallows it)."""
 
 
 def is_batch(text: str | None, jsonl: str | None, lines: bool, svg: str | None = None,
@@ -275,29 +270,12 @@ def result_line(result: dict, number: int) -> str:
 def whole_lines():
     """A writer of result lines to stdout, each written whole and flushed. On SIGTERM while a line is
     being written, the line is finished and then `Terminated` is raised; at any other time at once."""
-    state = {"writing": False, "terminated": False}
+    with terminate_between_writes() as writing:
+        def write(line: str) -> None:
+            with writing():
+                write_all((line + "\n").encode("utf-8"))
 
-    def on_sigterm(signum, frame):
-        state["terminated"] = True
-        if not state["writing"]:
-            raise Terminated
-
-    def write(line: str) -> None:
-        state["writing"] = True
-        write_all((line + "\n").encode("utf-8"))
-        state["writing"] = False
-        if state["terminated"]:
-            raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: signals cannot be caught here
-        previous = None
-    try:
         yield write
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def write_all(data: bytes) -> None:

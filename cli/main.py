@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import click
 
-from .batch import Terminated
+from .signals import Terminated
 from .commands import core, features, finetune, inspect, models, sae, score, why
 from .notices import error
 from .options import MODEL_HELP

@@ -1,12 +1,16 @@
 """SIGTERM for a command that writes as it goes (`llmx continue` streaming tokens): the write being made is
-finished and flushed, then `Terminated` ends the command with status 143 (see main.py), as in batch mode."""
+finished and flushed, then `Terminated` ends the command with status 143 (see main.py); batch mode's
+result lines (batch.py) are written the same way."""
 
 from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
 
-from .batch import Terminated
+
+class Terminated(BaseException):
+    """SIGTERM arrived: stop after the current write (a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it)."""
 
 
 @contextmanager

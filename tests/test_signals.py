@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from test_cli import run
 
-from llmx.batch import Terminated
+from llmx.signals import Terminated
 from llmx.commands.core import stream
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals as on Linux")

@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .common import count, percent, simple_table, visible, wrap
+from .steer import side_by_side
 
 SPARK = "▁▂▃▄▅▆▇█"
 HIGHLIGHT = "bold black on rgb(255,200,90)"
@@ -102,17 +103,4 @@ def feature_steer_view(st, width: int, color: bool) -> list:
     lines = [wrap(f"Steering with feature {st.feature} of {st.sae}: {st.coef:g} × its decoder direction (length "
                   f"{st.vector_norm:.1f}) added at {st.hook} at every position; both continuations use seed "
                   f"{st.seed}.", width), Text()]
-    texts = []
-    for run in (st.steered, st.plain):
-        t = Text(st.prompt, style="bold" if color else "")
-        t.append(run.text)
-        texts.append(t)
-    if width >= 80:
-        table = simple_table(expand=True)
-        table.add_column("steered", ratio=1, overflow="fold")
-        table.add_column("plain", ratio=1, overflow="fold")
-        table.add_row(*texts)
-        lines.append(table)
-    else:
-        lines += [Text("steered:", style="bold"), texts[0], Text(), Text("plain:", style="bold"), texts[1]]
-    return lines
+    return lines + side_by_side(st, width, color)
