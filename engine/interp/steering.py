@@ -70,17 +70,24 @@ class Steering:
     plain: Continuation
 
 
+def steered_and_plain(lm: LanguageModel, prompt_ids: list[int], hooks: Hooks, max_tokens: int,
+                      sampling: Sampling | None, seed: int | None, on_notice) -> list[Continuation]:
+    """[steered, plain]: `prompt_ids` continued with `hooks` and without, with the same seed."""
+    runs = []
+    for run_hooks in (hooks, None):
+        result = lm.complete(prompt_ids, max_tokens, sampling=sampling or Sampling(), seed=seed, hooks=run_hooks,
+                             on_notice=on_notice)
+        runs.append(Continuation(result.ids, result.text, result.finish_reason))
+    return runs
+
+
 def steer(lm: LanguageModel, prompt: str, add: str, sub: str, layer: int, coef: float, max_tokens: int = 40,
           sampling: Sampling | None = None, seed: int | None = None, on_notice=ignore) -> Steering:
     """Continue `prompt` twice with the same seed: with coef * (add - sub) added at block `layer`, and without."""
     diff, add_ids, sub_ids = steering_vector(lm, add, sub, layer)
     delta = (np.float32(coef) * diff).astype(np.float32)
     prompt_ids = with_start(lm, lm.prompt_ids(prompt))
-    runs = []
-    for hooks in (steering_hooks(layer, delta), None):
-        result = lm.complete(prompt_ids, max_tokens, sampling=sampling or Sampling(), seed=seed, hooks=hooks,
-                             on_notice=on_notice)
-        runs.append(Continuation(result.ids, result.text, result.finish_reason))
+    runs = steered_and_plain(lm, prompt_ids, steering_hooks(layer, delta), max_tokens, sampling, seed, on_notice)
     return Steering(prompt=prompt, prompt_ids=prompt_ids, add_ids=add_ids, sub_ids=sub_ids,
                     add_tokens=token_texts(lm, add_ids),
                     sub_tokens=token_texts(lm, sub_ids), layer=layer, coef=coef,

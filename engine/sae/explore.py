@@ -16,7 +16,7 @@ from ..hooks import Hooks, Site
 from ..lm import LanguageModel, ignore
 from ..sampling import Sampling
 from ..interp.common import token_texts
-from ..interp.steering import Continuation, with_start
+from ..interp.steering import Continuation, steered_and_plain, with_start
 from .saelens import LoadedSae
 
 SCAN_CHUNK = 128  # tokens per forward pass when scanning a file (fewer when the model's context is shorter)
@@ -243,11 +243,7 @@ def steer_feature(lm: LanguageModel, loaded: LoadedSae, prompt: str, feature: in
     check_feature(loaded, feature)
     vector = (np.float32(coef) * loaded.sae.w_dec[feature]).astype(np.float32)
     prompt_ids = with_start(lm, lm.prompt_ids(prompt))
-    runs = []
-    for hooks in (feature_hooks(loaded, vector), None):
-        result = lm.complete(prompt_ids, max_tokens, sampling=sampling or Sampling(), seed=seed, hooks=hooks,
-                             on_notice=on_notice)
-        runs.append(Continuation(result.ids, result.text, result.finish_reason))
+    runs = steered_and_plain(lm, prompt_ids, feature_hooks(loaded, vector), max_tokens, sampling, seed, on_notice)
     return FeatureSteering(prompt=prompt, prompt_ids=prompt_ids, sae=loaded.ref, hook=loaded.site, feature=feature,
                            coef=coef, vector_norm=float(np.linalg.norm(vector)), seed=seed, steered=runs[0],
                            plain=runs[1])
