@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .formats.pack import cache_dir, content_key, host_tag
+from .formats.pack import cache_dir, content_key, host_tag, remove_stale_partials
 from .packed import enabled
 from .spm import SentencePieceTokenizer
 
@@ -37,6 +37,7 @@ def cached_sentencepiece(sources: list[Path], n_vocab: int, where: str,
         return found
     tokenizer = build()
     try:
+        remove_stale_partials(path.parent)
         write(path, tokenizer)
     except OSError:
         pass  # a read-only or full cache: built again next time

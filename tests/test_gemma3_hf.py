@@ -227,3 +227,20 @@ def test_the_tokenizer_cache_gives_the_tokenizer_back_and_rebuilds_a_damaged_one
     entry.write_bytes(bytes(data))
     assert cached_sentencepiece([source], 262144, "test", build).encode(text) == first.encode(text)
     assert len(builds) == 2
+
+
+def test_building_a_tokenizer_removes_what_a_killed_writer_left(tmp_path, monkeypatch, json_tokenizers):
+    import subprocess
+
+    from llmx.engine.formats.pack import host_tag
+    from llmx.engine.spm_cache import cached_sentencepiece
+
+    monkeypatch.setenv("LLMX_CACHE", str(tmp_path))
+    child = subprocess.Popen(["true"])
+    child.wait()  # an id whose process has exited
+    killed = tmp_path / f"spm-abc.npz.{child.pid}.{host_tag()}.partial"
+    killed.write_bytes(b"half a tokenizer")
+    source = tmp_path / "tokenizer.json"
+    source.write_text("stands for the files a tokenizer is built from")
+    cached_sentencepiece([source], 262144, "test", lambda: json_tokenizers[0])
+    assert not killed.exists() and len(list(tmp_path.glob("spm-*.npz"))) == 1

@@ -152,7 +152,7 @@ def remove_stale_partials(folder: Path) -> None:
     """Delete the .partial files of killed writers: this machine's whose process is gone, and any untouched
     for an hour (a live writer writes continuously; a cache may be shared by several machines)."""
     pattern = re.compile(r".*\.(\d+)\.([0-9a-f]{8})\.partial")
-    for partial in folder.glob("*.safetensors.*.partial"):
+    for partial in folder.glob("*.*.partial"):  # packs (.safetensors) and tokenizers (.npz) alike
         match = pattern.fullmatch(partial.name)
         try:
             mine = match is not None and match[2] == host_tag()
