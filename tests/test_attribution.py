@@ -1,4 +1,4 @@
-"""Direct logit attribution, activation patching and ablation on GPT-2-shaped, Llama-shaped and GGUF models:
+"""Direct logit attribution, activation patching and ablation on GPT-2-shaped, Llama-shaped, Gemma 3 and GGUF models:
 the exact sum, the patching identities, transformers (with PyTorch forward hooks) as the reference, and
 ablation against the same edit made to the weights."""
 
@@ -13,6 +13,7 @@ import float64
 from llmx.engine import InputError, LlmxError, load
 from llmx.engine.interp import ablated, accumulated, attribute, parse_ablation, parse_token, patch
 from llmx.engine.model import Linear
+from test_gemma3_interp import load_tiny_gemma3, write_tiny_gemma3
 from test_gguf import gpt2_gguf_tensors, gpt2_tokenizer_metadata, write_gguf, write_tiny_llama_gguf
 from test_hooks import with_block
 from test_inspect import tiny_llama
@@ -27,13 +28,15 @@ FLOAT32_RELATIVE = 1e-4
 FLOAT64_RELATIVE = 1e-10  # the same in float64: 2**-29 of the float32 rounding, with a wide margin
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "gpt2-gguf", "llama-gguf"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gpt2-gguf", "llama-gguf", "gemma3"])
 def lm(request, tiny_gpt2_model, tiny_gpt2, gpt2_vocab, tmp_path_factory):
     if request.param == "gpt2":
         return tiny_gpt2_model
     if request.param == "llama":
         return tiny_llama(tiny_gpt2_model)
     folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "gemma3":  # sandwich norms, scaled embeddings; CLEAN is longer than its 4-token window
+        return load_tiny_gemma3(write_tiny_gemma3(folder, gpt2_vocab))
     if request.param == "gpt2-gguf":
         meta = {"gpt2.context_length": 64, "gpt2.embedding_length": 64, "gpt2.feed_forward_length": 256,
                 "gpt2.block_count": 2, "gpt2.attention.head_count": 4, "gpt2.attention.layer_norm_epsilon": 1e-5,
@@ -73,7 +76,8 @@ def test_the_terms_add_up_to_the_logit_difference_in_float64(lm64):
 
 
 def test_components_are_the_models_parts(lm):
-    a = attribute(lm, lm.prompt_ids("Hullo, my name is"), parse_token(lm, " is"), position=5)
+    ids = lm.prompt_ids("Hullo, my name is")
+    a = attribute(lm, ids, parse_token(lm, " is"), position=len(ids) - 2)  # 5, or 6 after a start token
     names = [c.name for c in a.components]
     cfg = lm.config
     heads = [f"L{layer}.H{h}" for layer in range(cfg.n_layer) for h in range(cfg.n_head)]
@@ -82,7 +86,7 @@ def test_components_are_the_models_parts(lm):
     learned = cfg.positions == "learned"
     assert ("pos_embed" in names) == learned and ("norm" in names) == (cfg.norm == "layernorm")
     assert ("bias" in names) == (lm.weights.blocks[0].w_o.b is not None)
-    assert a.position == 5 and a.prompt_tokens[5] == " name"
+    assert a.position == len(ids) - 2 and a.prompt_tokens[a.position] == " name"
 
 
 def test_a_component_is_what_that_head_writes_through_the_frozen_norm(tiny_gpt2_reference, tiny_gpt2_model):

@@ -48,13 +48,16 @@ def test_features_json_is_each_tokens_strongest_latents(m, sae, tiny_gpt2_model)
     r = run("features", *m, TEXT, "--sae", str(folder), "--top", "3", "--json")
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
-    assert list(data) == ["model", "sae", "tokens"] and data["sae"] == str(folder)
+    assert list(data) == ["model", "sae", "sink_left_out", "tokens"] and data["sae"] == str(folder)
     lm = tiny_gpt2_model
     ids = with_start(lm, lm.tokenizer.encode(TEXT))
     assert [t["id"] for t in data["tokens"]] == ids and [t["index"] for t in data["tokens"]] == list(range(len(ids)))
     assert [t["text"] for t in data["tokens"]] == [lm.token_text(i) for i in ids]
     want = traced_acts(lm, weights, ids)
-    for token, row in zip(data["tokens"], want):
+    assert data["sink_left_out"] is True and data["tokens"][0]["features"] == [] and want[0].max() > 0
+    sink = json.loads(run("features", *m, TEXT, "--sae", str(folder), "--top", "3", "--json", "--sink").stdout)
+    assert sink["sink_left_out"] is False and sink["tokens"][1:] == data["tokens"][1:]
+    for token, row in zip(sink["tokens"], want):
         assert [list(f) for f in token["features"]] == [["id", "act"]] * len(token["features"])
         best = [int(i) for i in np.argsort(-row)[:3] if row[i] > 0]
         assert [f["id"] for f in token["features"]] == best
@@ -70,6 +73,9 @@ def test_features_view_lists_every_token(m, sae):
     assert lines[0] == f"Latents of the SAE {sae[0]} at blocks.1.resid_pre, for each of 8 tokens:"
     assert [line.split()[:2] for line in lines[4:]] == [["0", "<|endoftext|>"], ["1", "H"], ["2", "ull"], ["3", "o"],
                                                         ["4", ","], ["5", "·my"], ["6", "·name"], ["7", "·is"]]
+    assert lines[4].split(maxsplit=2)[2] == "attention sink: left out (--sink shows it)"
+    shown = run("features", *m, "Hullo, my name is", "--sae", str(sae[0]), "--sink").stdout.splitlines()
+    assert "sink" not in shown[4] and shown[5:] == lines[5:]
 
 
 def index_for(lm, n_top: int = 3, width: int = 6) -> dict:

@@ -144,6 +144,17 @@ def test_normaliser_leaves_out_attention_sinks():
     np.testing.assert_allclose(norm.mean, np.delete(x, 3, axis=0).astype(np.float64).mean(axis=0), rtol=1e-6)
 
 
+def test_a_row_beyond_float16_is_left_out_like_a_sink():
+    """Gemma 3's massive activations (one dimension past 65504 at a few positions) are inf in the float16 rows
+    collected: left out, and the mean and scale of the others stay finite."""
+    x = np.random.default_rng(8).standard_normal((100, 4)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        x[5, 1] = np.float16(70000.0)  # inf
+    norm = normalizer(x, np.linalg.norm(x.astype(np.float32), axis=1))
+    assert not norm.kept(x)[5] and norm.kept(x).sum() == 99
+    assert np.isfinite(norm.mean).all() and np.isfinite(norm.scale)
+
+
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
         "want of a wife. However little known the feelings or views of such a man may be on his first entering "
         "a neighbourhood, this truth is so well fixed in the minds of the surrounding families. ")

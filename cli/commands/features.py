@@ -38,9 +38,10 @@ def load_sae(lm, ref: str, center: bool | None):
 
 @dataclass(frozen=True)
 class FeaturesData:
-    """What `llmx features --json` prints (after "model"): {"sae", "tokens"}."""
+    """What `llmx features --json` prints (after "model"): {"sae", "sink_left_out", "tokens"}."""
 
     sae: str
+    sink_left_out: bool
     tokens: list
     hook: str = field(default="", metadata=HIDDEN)  # for the view's header
 
@@ -54,14 +55,17 @@ Examples:
 @model_option
 @sae_options(required=True)
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Latents to show per token.")
+@click.option("--sink", is_flag=True, help="Show the latents at position 0 too: the attention sink, whose stream "
+              "is ~100x the others' and whose activations mean nothing (left out by default, as in training).")
 @svg_option
 @json_option
-def features(text, model, sae, center, top, svg, as_json):
+def features(text, model, sae, center, top, sink, svg, as_json):
     """For each token of TEXT, the SAE latents that fire most on it, strongest first.
 
     The SAE reads the activations at its hook (e.g. blocks.8.hook_resid_pre, the stream entering block
-    8); text starts with the model's start token when the SAE was trained so. TEXT is read from stdin
-    when it is '-' or absent.
+    8); text starts with the model's start token when the SAE was trained so. Position 0 (the start
+    token, or the first token) is the attention sink: its latents are left out unless --sink. TEXT is
+    read from stdin when it is '-' or absent.
     """
     from ..engine.sae import features as run
     from ..views.features import features_view
@@ -69,9 +73,9 @@ def features(text, model, sae, center, top, svg, as_json):
     text = read_text(text)
     lm = load_model(model)
     loaded = load_sae(lm, sae, center)
-    result = run(lm, loaded, text, top, on_notice=warn)
-    output(model, FeaturesData(result.sae, result.tokens, loaded.site), features_view, as_json, svg,
-           "llmx features")
+    result = run(lm, loaded, text, top, sink=sink, on_notice=warn)
+    data = FeaturesData(result.sae, result.sink_left_out, result.tokens, loaded.site)
+    output(model, data, features_view, as_json, svg, "llmx features")
 
 
 @click.command(epilog=f"""\b

@@ -39,7 +39,9 @@ def attribute(text, model, target, foil, position, top, svg, as_json):
 
     The stream entering the final norm is a sum of what every component wrote; with the final norm's
     scale frozen at its actual value, the norm is linear, so each component's share of the logit is
-    exact and the shares (plus the norm's shift, for LayerNorm) add up to the real logit. Shown: the
+    exact and the shares (plus the norm's shift, for LayerNorm) add up to the real logit. In models
+    with sandwich norms (Gemma 3) each head's output passes its block's post-norm, whose scale is frozen
+    the same way. Shown: the
     largest components, every head by layer, and the logit read after each block. TEXT is read from
     stdin when it is '-' or absent.
     """

@@ -13,7 +13,8 @@ HIGHLIGHT = "bold black on rgb(255,200,90)"
 
 
 def features_view(data, width: int, color: bool) -> list:
-    """One row per token: its position, the token, and its strongest latents as `id act`."""
+    """One row per token: its position, the token, and its strongest latents as `id act` (position 0, the
+    attention sink, marked when its latents are left out)."""
     table = simple_table()
     table.add_column("#", justify="right")
     table.add_column("token", overflow="fold")
@@ -24,7 +25,11 @@ def features_view(data, width: int, color: bool) -> list:
             cell.append("  " if i else "")
             cell.append(str(f.id), style="bold" if color else "")
             cell.append(f" {f.act:.2f}")
-        table.add_row(str(t.index), visible(t.text), cell if t.features else Text("–"))
+        if not t.features:
+            sink = t.index == 0 and data.sink_left_out
+            cell = Text("attention sink: left out (--sink shows it)", style="dim" if color else "") if sink \
+                else Text("–")
+        table.add_row(str(t.index), visible(t.text), cell)
     head = wrap(f"Latents of the SAE {data.sae} at {data.hook}, for each of {count(len(data.tokens), 'token')}:",
                 width)
     return [head, Text(), table]

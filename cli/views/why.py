@@ -54,8 +54,9 @@ def attribute_view(data, width: int, color: bool, top: int = 12) -> list:
     """The `top` components by size, every head (and MLP) by layer, and the value read after each block."""
     token = visible(data.prompt_tokens[data.position])
     lines = [wrap(f"Direct logit attribution of {what(data)} = {data.total:.3f} after position {data.position} "
-                  f"({token!r}): each component's share, with the final norm's scale frozen at its actual value. "
-                  "The shares add up to the total.", width), Text()]
+                  f"({token!r}): each component's share, with the final norm's scale (and the post-norms', in "
+                  "models with sandwich norms) frozen at its actual value. The shares add up to the total.", width),
+             Text()]
     ranked = sorted(data.components, key=lambda c: -abs(c.value))[:top]
     scale = max((abs(c.value) for c in data.components), default=0.0)
     table = simple_table()

@@ -13,6 +13,14 @@ only). With a foil, u is u_target - u_foil and the terms add up to the logit dif
 has neither a position embedding in its stream (rotary positions act inside attention, so they are part of
 the heads' terms) nor a shift, so it has no `pos_embed` and no `norm` term; a model without output biases
 (Llama) has no `bias` term. The terms are computed in float64 from the pass's activations.
+
+Models with sandwich norms (Gemma 3) normalize attention's output again before adding it to the stream
+(ln1_post; the MLP's ln2_post likewise). That norm's scale is frozen the same way, at its actual value s_L for
+block L's whole attention output at this position, so ln1_post(attn) = attn / s_L * g_L is linear there and
+each head's term is its result z_h W_O,h / s_L * g_L, read through the final norm as above; the heads of a
+block then add up to exactly what the block's attention wrote. The MLP's term is its output after ln2_post,
+as it entered the stream (mlp_out / s * g with its own frozen scale). The embedding term is the embedding as
+it enters the stream, times the model's embedding scale (Gemma multiplies by sqrt(n_embd)).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 from ..errors import InputError, LlmxError
 from ..hooks import Trace
 from ..lm import LanguageModel, ignore
+from ..model import Norm
 from .common import resolve_position, single_token, token_texts
 
 
@@ -77,29 +86,49 @@ def head_results(z: np.ndarray, w_o: np.ndarray, n_head: int) -> np.ndarray:
 
 def stream_terms(lm: LanguageModel, trace: Trace, p: int) -> list[tuple[Component, np.ndarray]]:
     """(component with value 0, what it wrote into the stream at position p [n_embd]) in the model's order."""
-    cfg, w = lm.config, lm.weights
     terms = [(Component("embed", None, None, 0.0), trace["embed"][p])]
     if "pos_embed" in trace.acts:
         terms.append((Component("pos_embed", None, None, 0.0), trace["pos_embed"][p]))
-    for layer, blk in enumerate(w.blocks):
-        results = head_results(trace[f"blocks.{layer}.attn.z"][p], blk.w_o.w, cfg.n_head)
-        terms += [(Component(f"L{layer}.H{h}", layer, h, 0.0), results[h]) for h in range(cfg.n_head)]
+    biases = []
+    for layer in range(lm.config.n_layer):
+        heads, bias = attention_terms(lm, trace, layer, p)
+        terms += heads
         terms.append((Component(f"L{layer}.mlp", layer, None, 0.0), trace[f"blocks.{layer}.mlp_out"][p]))
-    biases = [blk.w_o.b for blk in w.blocks if blk.w_o.b is not None]
+        biases += [] if bias is None else [bias]
     if biases:
-        terms.append((Component("bias", None, None, 0.0), np.sum([b.astype(np.float64) for b in biases], axis=0)))
-    return [(c, v.astype(np.float64)) for c, v in terms]
+        terms.append((Component("bias", None, None, 0.0), np.sum(biases, axis=0)))
+    return [(c, np.asarray(v, dtype=np.float64)) for c, v in terms]
+
+
+def attention_terms(lm: LanguageModel, trace: Trace, layer: int, p: int):
+    """Block `layer`'s head terms at position p, [(component, [n_embd])], and what its attention writes that
+    belongs to no head (its output bias; a post-norm's shift), or None. With post-norms each head's result
+    passes the post-norm with its scale frozen at the value for the block's attention output (see the module)."""
+    cfg, blk = lm.config, lm.weights.blocks[layer]
+    results = head_results(trace[f"blocks.{layer}.attn.z"][p], blk.w_o.w, cfg.n_head)  # [n_head, n_embd]
+    post, shift = (lambda c: c), None
+    if cfg.post_norms:
+        post, shift = frozen(trace[f"blocks.{layer}.ln1_post.in"][p], blk.ln1_post, cfg)
+    heads = [(Component(f"L{layer}.H{h}", layer, h, 0.0), r) for h, r in enumerate(post(results))]
+    bias = None if blk.w_o.b is None else post(blk.w_o.b.astype(np.float64))
+    rest = [v for v in (bias, shift) if v is not None]
+    return heads, (np.sum(rest, axis=0) if rest else None)
+
+
+def frozen(x: np.ndarray, p: Norm, cfg) -> tuple:
+    """Norm `p` as a linear map with its scale frozen at its value for x [n_embd]: (map over the last axis,
+    shift or None). LayerNorm: c -> (c - mean c) / s * g, shift b; RMSNorm: c -> c / s * g."""
+    x, g = x.astype(np.float64), p.g.astype(np.float64)
+    if cfg.norm == "layernorm":
+        s = np.sqrt(((x - x.mean()) ** 2).mean() + cfg.norm_eps)
+        return (lambda c: (c - c.mean(axis=-1, keepdims=True)) / s * g), p.b.astype(np.float64)
+    s = np.sqrt((x * x).mean() + cfg.norm_eps)
+    return (lambda c: c / s * g), None
 
 
 def frozen_norm(stream: np.ndarray, lm: LanguageModel):
     """The final norm as a linear map with its scale frozen at its value for `stream` [n_embd]: (map, shift)."""
-    cfg, ln = lm.config, lm.weights.ln_final
-    x, g = stream.astype(np.float64), ln.g.astype(np.float64)
-    if cfg.norm == "layernorm":
-        s = np.sqrt(((x - x.mean()) ** 2).mean() + cfg.norm_eps)
-        return (lambda c: (c - c.mean()) / s * g), ln.b.astype(np.float64)
-    s = np.sqrt((x * x).mean() + cfg.norm_eps)
-    return (lambda c: c / s * g), None
+    return frozen(stream, lm.weights.ln_final, lm.config)
 
 
 def check_decomposition(terms, stream: np.ndarray) -> None:
@@ -120,7 +149,8 @@ def attribute(lm: LanguageModel, ids: list[int], target: TokenRef, foil: TokenRe
     if foil is not None and foil.id == target.id:
         raise InputError(f"the target and the foil are the same token ({target.token!r}): give two different tokens")
     last = lm.config.n_layer - 1
-    trace = Trace(("embed", "pos_embed", "blocks.*.attn.z", "blocks.*.mlp_out", f"blocks.{last}.resid_post"))
+    trace = Trace(("embed", "pos_embed", "blocks.*.attn.z", "blocks.*.ln1_post.in", "blocks.*.mlp_out",
+                   f"blocks.{last}.resid_post"))
     last_position = p == len(ids) - 1  # then the very computation `predict` runs: its logits, bit for bit
     logits, _ = lm.forward(ids, hooks=trace, all_logits=not last_position)
     logits = logits if last_position else logits[p]  # [n_vocab]

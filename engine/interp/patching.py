@@ -7,7 +7,8 @@ how much of the clean behaviour comes back (Meng et al. 2022; Heimersheim & Nand
 Sites: the stream entering each block (`resid_pre`), each block's attention and MLP output (`attn_out`,
 `mlp_out`), each at one position; and each head's output (its `attn.z`, which w_o turns into its share of
 attn_out) at every position at once. A site patched at position p leaves positions before p as they were, so
-those runs reuse the corrupted run's keys and values and compute only positions p and after. A site whose clean
+those runs reuse the corrupted run's keys and values and compute only positions p and after (unless the prompt
+is longer than a sliding window, whose ring buffer no longer holds the first positions: then they compute all). A site whose clean
 and corrupted activations are equal is not run: patching it changes nothing, so its score is exactly 0.
 """
 
@@ -76,10 +77,17 @@ def replace_head(name: str, head: int, z: np.ndarray) -> Hooks:
 
 
 def prefix(cache: KVCache, length: int, n_seq: int) -> KVCache:
-    """A copy of the cache's first `length` positions, in buffers of n_seq positions (room for the rest)."""
+    """A copy of the cache's first `length` positions, in buffers of n_seq positions (room for the rest): a copy
+    even where the cut is the whole buffer, since the run writes its positions into it."""
     def cut(bufs):
-        return tuple(np.ascontiguousarray(b[:, :n_seq]) for b in bufs)
+        return tuple(b[:, :n_seq].copy() for b in bufs)
     return KVCache(cut(cache.k), cut(cache.v), length)
+
+
+def prefix_reusable(lm: LanguageModel, n_seq: int) -> bool:
+    """Whether the corrupted run's cache still holds every position of an n_seq-token prompt: not when a local
+    layer's ring buffer (Gemma 3's sliding window) is shorter, as it then keeps only the latest positions."""
+    return not lm.config.local_layers or n_seq <= min(lm.config.sliding_window, lm.config.n_ctx)
 
 
 class Runner:
@@ -89,6 +97,7 @@ class Runner:
         self.lm, self.ids, self.target, self.foil = lm, ids, target, foil
         logits, self.cache = lm.forward(ids)
         self.ld = self.difference(logits)
+        self.reusable = prefix_reusable(lm, len(ids))
         self.on_progress, self.done, self.total = on_progress, 0, total
 
     def tick(self) -> None:
@@ -100,7 +109,9 @@ class Runner:
         return float(logits[self.target]) - float(logits[self.foil])
 
     def run(self, hooks: Hooks, start: int = 0) -> float:
-        """LD with `hooks`, recomputing positions from `start` on (those before it are unchanged)."""
+        """LD with `hooks`, recomputing positions from `start` on (those before it are unchanged; all of them
+        when the cache cannot give the positions before `start`)."""
+        start = start if self.reusable else 0
         cache = prefix(self.cache, start, len(self.ids)) if start else None
         logits, _ = self.lm.forward(self.ids[start:], cache, hooks=hooks)
         return self.difference(logits)

@@ -3,6 +3,11 @@
 Activations are read by a hook at the SAE's hook point (the pass stops there) and encoded by
 `SparseAutoencoder.encode`; text starts with the model's start token when the SAE was trained that way
 (SAELens' prepend_bos, its default).
+
+Position 0 is the model's attention sink (the start token, or the first token of a text without one): its
+residual stream is some hundred times larger than the others', so an SAE, which never saw it in training
+(`llmx sae train` leaves it out, as SAELens' dashboards and Neuronpedia leave out the start token), gives it
+huge activations that mean nothing. `features` lists no latents there unless asked, and scans leave it out.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class TokenFeatures:
 @dataclass(frozen=True)
 class Features:
     sae: str  # the SAE as the user named it
+    sink_left_out: bool  # whether position 0's latents are left out (the attention sink; see the module)
     tokens: list[TokenFeatures]
 
 
@@ -75,16 +81,18 @@ def activations(lm: LanguageModel, loaded: LoadedSae, ids: list[int]) -> np.ndar
     return loaded.sae.encode(seen[0])
 
 
-def features(lm: LanguageModel, loaded: LoadedSae, text: str, top: int = 5, on_notice=ignore) -> Features:
-    """For each token of `text`, its `top` most active latents (ties: the lower id first)."""
+def features(lm: LanguageModel, loaded: LoadedSae, text: str, top: int = 5, sink: bool = False,
+             on_notice=ignore) -> Features:
+    """For each token of `text`, its `top` most active latents (ties: the lower id first); none at position 0,
+    the attention sink, unless `sink` (see the module)."""
     ids = text_ids(lm, loaded, text, on_notice)
     acts = activations(lm, loaded, ids)
     rows = []
     for i, (token_id, row) in enumerate(zip(ids, acts)):
-        best = np.argsort(-row, kind="stable")[:top]
+        best = np.argsort(-row, kind="stable")[:top] if i or sink else []
         rows.append(TokenFeatures(i, int(token_id), lm.token_text(int(token_id)),
                                   [FeatureAct(int(f), float(row[f])) for f in best if row[f] > 0]))
-    return Features(sae=loaded.ref, tokens=rows)
+    return Features(sae=loaded.ref, sink_left_out=not sink, tokens=rows)
 
 
 @dataclass(frozen=True)
@@ -161,11 +169,12 @@ def card_from_text(lm: LanguageModel, loaded: LoadedSae, text: str, feature: int
     for chunk in text_chunks(lm, loaded, text):
         chunks.append(chunk)
         acts.append(activations(lm, loaded, chunk)[:, feature])
-    skip = 1 if loaded.prepend_bos else 0  # the start token is not the text's: SAELens leaves it out of statistics
+    skip = 1  # position 0 of each chunk is the attention sink (see the module): left out of the statistics
+    start = lm.tokenizer.start_ids[:1]  # not shown in contexts
     values = np.concatenate([a[skip:] for a in acts]) if acts else np.zeros(0, np.float32)
     contexts = []
     for c, p in top_positions(acts, N_TOP_SCAN, skip):
-        lo, hi = max(skip, p - WINDOW[0]), min(len(chunks[c]), p + WINDOW[1] + 1)
+        lo, hi = max(int(chunks[c][:1] == start), p - WINDOW[0]), min(len(chunks[c]), p + WINDOW[1] + 1)
         window = chunks[c][lo:hi]
         contexts.append(Context(float(acts[c][p]), window, token_texts(lm, window), p - lo))
     fired = values[values > 0]
@@ -178,14 +187,15 @@ def card_from_text(lm: LanguageModel, loaded: LoadedSae, text: str, feature: int
 
 
 def text_chunks(lm: LanguageModel, loaded: LoadedSae, text: str) -> list[list[int]]:
-    """`text`'s tokens in pieces that fit the context, each after the start token when the SAE expects one."""
+    """`text`'s tokens in pieces that fit the context, each after the start token when the SAE expects one or
+    the model's tokenizer starts texts with one (as for a prompt: Gemma needs it)."""
     ids = lm.tokenizer.encode(text)
     start = lm.tokenizer.start_ids[:1]
     if ids[:1] == start and lm.tokenizer.add_bos:
         ids = ids[1:]
-    size = min(SCAN_CHUNK, lm.config.n_ctx) - (1 if loaded.prepend_bos else 0)
-    pieces = [ids[i:i + size] for i in range(0, len(ids), size)]
-    return [start + piece if loaded.prepend_bos else piece for piece in pieces]
+    first = start if loaded.prepend_bos or lm.tokenizer.add_bos else []
+    size = min(SCAN_CHUNK, lm.config.n_ctx) - len(first)
+    return [first + ids[i:i + size] for i in range(0, len(ids), size)]
 
 
 def top_positions(acts: list[np.ndarray], n: int, skip: int) -> list[tuple[int, int]]:

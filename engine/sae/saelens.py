@@ -239,7 +239,8 @@ def read_sparsity(path: Path, d_sae: int) -> np.ndarray | None:
 
 
 def prepend_bos(cfg: dict) -> bool:
-    """SAELens' prepend_bos (default True); `llmx sae train` reads windows of text without a start token."""
+    """SAELens' prepend_bos (default True); `llmx sae train` writes it (its windows begin with the start
+    token when the model's tokenizer adds one), and older llmx SAEs without it read windows without one."""
     return bool(setting(cfg, "prepend_bos", default="llmx" not in metadata(cfg)))
 
 

@@ -36,16 +36,18 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str
     os.replace(partial, path)
 
 
-def sae_config(d_in: int, d_sae: int, k: int, hook_name: str, model: str, llmx: dict) -> dict:
-    """cfg.json of a TopK SAE in SAELens 6's fields."""
+def sae_config(d_in: int, d_sae: int, k: int, hook_name: str, model: str, llmx: dict, prepend_bos: bool) -> dict:
+    """cfg.json of a TopK SAE in SAELens 6's fields; prepend_bos: whether its windows began with the model's
+    start token."""
     return {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": k, "dtype": "float32", "device": "cpu",
             "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
             "rescale_acts_by_decoder_norm": False, "hook_name": hook_name,
             "metadata": {"model_name": model, "hook_name": hook_name, "hook_layer": int(hook_name.split(".")[1]),
-                         "sae_lens_version": SAELENS_FORMAT, "llmx": llmx}}
+                         "sae_lens_version": SAELENS_FORMAT, "prepend_bos": prepend_bos, "llmx": llmx}}
 
 
-def write_sae(folder: Path, params, k: int, hook_name: str, model: str, density: np.ndarray, llmx: dict) -> None:
+def write_sae(folder: Path, params, k: int, hook_name: str, model: str, density: np.ndarray, llmx: dict,
+              prepend_bos: bool = False) -> None:
     """The SAELens folder for the (folded) parameters `params` (w_enc [d, m], b_enc, w_dec [m, d], b_dec)."""
     folder.mkdir(parents=True, exist_ok=True)
     d_in, d_sae = params.w_enc.shape
@@ -54,5 +56,5 @@ def write_sae(folder: Path, params, k: int, hook_name: str, model: str, density:
         "b_enc": params.b_enc.astype(np.float32), "b_dec": params.b_dec.astype(np.float32)}, {"format": "pt"})
     sparsity = np.log10(density.astype(np.float64) + 1e-10).astype(np.float32)  # SAELens' convention
     write_tensors(folder / "sparsity.safetensors", {"sparsity": sparsity}, {"format": "pt"})
-    config = sae_config(d_in, d_sae, k, hook_name, model, llmx)
+    config = sae_config(d_in, d_sae, k, hook_name, model, llmx, prepend_bos)
     (folder / "cfg.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -7,7 +7,9 @@
 The first `skip` positions of every window are left out: the first position of a sequence is the
 model's attention sink, whose residual is huge (in SmolLM2 at layer 15 its norm is ~23000 against ~180
 for the others), so it would dominate the reconstruction loss and the input scale, and it carries no
-information about the text.
+information about the text. Other positions can be sinks too; in Gemma 3 a few in a thousand have one
+dimension near or beyond float16's largest value (65504), which is stored as inf: such a row's norm is over
+any limit, so training, the index and the metrics leave it out with the other sinks (fit.normalizer).
 
 Resumable: the rows are written into a memory-mapped .npy allocated at full size, and `state.json`
 records how many windows are done (after they are flushed) together with a key of everything that
@@ -78,7 +80,8 @@ def collect(lm: LanguageModel, windows: np.ndarray, layer: int, folder: Path, sk
     x = open_arrays(folder, (n_windows * per, lm.config.n_embd), windows, resume=start > 0)
     on_progress(start * per, n_windows * per)
     for w in range(start, n_windows):
-        x[w * per:(w + 1) * per] = residual(lm, windows[w], layer)[skip:]  # [per, n_embd] as float16
+        with np.errstate(over="ignore"):  # beyond float16's 65504 (see the module): inf, a row left out later
+            x[w * per:(w + 1) * per] = residual(lm, windows[w], layer)[skip:]  # [per, n_embd] as float16
         if (w + 1) % FLUSH_EVERY == 0 or w + 1 == n_windows:
             x.flush()
             (folder / "state.json").write_text(json.dumps({"key": key, "done": w + 1}))

@@ -96,6 +96,7 @@ def train_sae(lm: LanguageModel, data: list[str], valid: list[str] | None, out: 
             "train_files": list(corpus.train_files), "valid_files": list(corpus.valid_files),
             "valid_tokens": int(len(held) * per), "input_mean_norm": float(np.linalg.norm(norm.mean)),
             "input_scale": norm.scale, "sink_norm": norm.max_norm}
-    write_sae(out, raw, opts.k, f"blocks.{opts.layer}.hook_resid_post", lm.name, index.density, llmx)
+    write_sae(out, raw, opts.k, f"blocks.{opts.layer}.hook_resid_post", lm.name, index.density, llmx,
+              prepend_bos=corpus.starts_with_bos)
     write_index(out, index)
     return metrics
