@@ -192,3 +192,31 @@ def patch(model, clean: str, corrupt: str, target: str, foil: str) -> View:
     lm = model_of(model)
     data = run(lm, lm.prompt_ids(clean), lm.prompt_ids(corrupt), parse_token(lm, target), parse_token(lm, foil))
     return View(data, patch_view, "llmx patch", name_of(model))
+
+
+def features(model, text: str, sae: str, top: int = 5, sink: bool = False, center: bool | None = None) -> View:
+    """`llmx features TEXT --sae SAE`: each token's most active SAE latents (SAE: a folder or owner/name/sub)."""
+    from .commands.features import FeaturesData, load_sae
+    from .engine.sae import features as run
+    from .views.features import features_view
+
+    lm = model_of(model)
+    loaded = load_sae(lm, sae, center)
+    result = run(lm, loaded, text, top, sink=sink, on_notice=warn)
+    data = FeaturesData(result.sae, result.sink_left_out, result.tokens, loaded.site)
+    return View(data, features_view, "llmx features", name_of(model))
+
+
+def feature(model, feature_id: int, sae: str, data: str | None = None, contexts: int = 10, top: int = 10,
+            center: bool | None = None) -> View:
+    """`llmx feature ID --sae SAE`: a latent's card, from the SAE's index or from scanning the text `data`."""
+    from .commands.features import load_sae
+    from .engine.sae import feature_card
+    from .engine.sae.index import read_index
+    from .views.features import feature_view
+
+    lm = model_of(model)
+    loaded = load_sae(lm, sae, center)
+    index = read_index(loaded.path) if data is None else None
+    card = feature_card(lm, loaded, feature_id, index=index, text=data, top=top, n_contexts=contexts)
+    return View(card, feature_view, "llmx feature", name_of(model))

@@ -233,3 +233,18 @@ def test_feature_card_svg(m, indexed, tmp_path):
     assert r.exit_code == 0, r.stderr
     svg = (tmp_path / "card.svg").read_text()
     assert svg.startswith("<svg") and "Feature&#160;2&#160;of&#160;96" in svg
+
+
+def test_notebook_views_of_features_hold_what_the_commands_print(m, sae, indexed, tiny_gpt2_model):
+    import llmx.show
+
+    view = llmx.show.features(tiny_gpt2_model, TEXT, str(sae[0]), top=3)
+    printed = json.loads(run("features", *m, TEXT, "--sae", str(sae[0]), "--top", "3", "--json").stdout)
+    assert {k: v for k, v in json.loads(view.json()).items() if k != "model"} == {
+        k: v for k, v in printed.items() if k != "model"}
+    assert "attention sink" in view.text(80)
+    card = llmx.show.feature(tiny_gpt2_model, 2, str(indexed), top=3)
+    printed = json.loads(run("feature", "2", *m, "--sae", str(indexed), "--json", "--top", "3").stdout)
+    assert {k: v for k, v in json.loads(card.json()).items() if k != "model"} == {
+        k: v for k, v in printed.items() if k != "model"}
+    assert "«Paris» is big" in card.text(80)
