@@ -23,6 +23,8 @@ def config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
                 "n_positions": cfg.n_ctx, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
                 "n_inner": cfg.n_ff, "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
                 "tie_word_embeddings": cfg.tied, "bos_token_id": tokenizer.bos_id, "eos_token_id": eos}
+    if cfg.arch == "gemma3":
+        return gemma3_config_json(cfg, tokenizer)
     if cfg.arch not in ("llama", "qwen2"):
         raise InputError(f"llmx cannot write a config.json for {cfg.arch} yet: save the LoRA adapter instead")
     return {"architectures": ["LlamaForCausalLM" if cfg.arch == "llama" else "Qwen2ForCausalLM"],
@@ -31,6 +33,30 @@ def config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
             "num_key_value_heads": cfg.n_kv_head, "max_position_embeddings": cfg.n_ctx, "rms_norm_eps": cfg.norm_eps,
             "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tied, "hidden_act": "silu",
             "bos_token_id": tokenizer.bos_id, "eos_token_id": eos}
+
+
+def gemma3_config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
+    """A Gemma3TextConfig with every value llmx read (arch.gemma3.config_from_hf reads each back): the RoPE bases
+    in transformers 5's rope_parameters and in transformers 4's rope_theta and rope_local_base_freq."""
+    kinds = ["sliding_attention" if i in cfg.local_layers else "full_attention" for i in range(cfg.n_layer)]
+    local_theta = cfg.rope_local_theta or cfg.rope_theta
+    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": cfg.n_vocab,
+            "hidden_size": cfg.n_embd, "intermediate_size": cfg.n_ff, "num_hidden_layers": cfg.n_layer,
+            "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.d_head,
+            "max_position_embeddings": cfg.n_ctx, "rms_norm_eps": cfg.norm_eps,
+            "query_pre_attn_scalar": whole(cfg.query_pre_attn_scalar or cfg.d_head),  # transformers wants an int
+            "sliding_window": cfg.sliding_window or cfg.n_ctx, "layer_types": kinds,
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}},
+            "rope_theta": cfg.rope_theta, "rope_local_base_freq": local_theta,
+            "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None,
+            "attn_logit_softcapping": None, "attention_bias": False, "tie_word_embeddings": cfg.tied,
+            "bos_token_id": tokenizer.bos_id, "eos_token_id": min(tokenizer.eos_ids) if tokenizer.eos_ids else None}
+
+
+def whole(value: float):
+    """An integral float as an int (a config field transformers types as int), anything else as it is."""
+    return int(value) if float(value).is_integer() else value
 
 
 def pre_tokenizer(pre: str, pattern: str) -> dict:
