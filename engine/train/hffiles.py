@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..formats import gguf
 from ..model import Config
 from ..tokenizer import GGUF_CONTROL, GGUF_USER_DEFINED, Tokenizer
+from .spmfiles import sentencepiece_tokenizer_json
 
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 
@@ -77,20 +78,24 @@ def tokenizer_json(meta: dict, tokenizer: Tokenizer, pattern: str, pre: str) -> 
     special = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
                 "special": True} for i, (t, kind) in enumerate(zip(tokens, types))
                if kind in (GGUF_CONTROL, GGUF_USER_DEFINED)]
-    post = None
-    if tokenizer.add_bos and tokenizer.bos_id is not None:
-        bos = tokens[tokenizer.bos_id]
-        post = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                                                          {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {bos: {"id": bos, "ids": [tokenizer.bos_id], "tokens": [bos]}}}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special, "normalizer": None,
-            "pre_tokenizer": pre_tokenizer(pre, pattern), "post_processor": post,
+            "pre_tokenizer": pre_tokenizer(pre, pattern), "post_processor": bos_template(tokens, tokenizer),
             "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                       "vocab": {t: i for i, t in enumerate(tokens)}, "merges": list(merges)}}
+
+
+def bos_template(tokens: list[str], tokenizer: Tokenizer) -> dict | None:
+    """The post-processor that puts BOS before every text, for a tokenizer that adds it; else None."""
+    if not tokenizer.add_bos or tokenizer.bos_id is None:
+        return None
+    bos = tokens[tokenizer.bos_id]
+    return {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                                                      {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [tokenizer.bos_id], "tokens": [bos]}}}
 
 
 def write_gguf_companions(directory: Path, path: Path, cfg: Config, tokenizer: Tokenizer, default_pre) -> None:
@@ -107,7 +112,11 @@ def write_gguf_companions(directory: Path, path: Path, cfg: Config, tokenizer: T
         (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(meta["tokenizer.ggml.merges"]) + "\n",
                                               encoding="utf-8")
         return
-    write_json(directory / "tokenizer.json", tokenizer_json(meta, tokenizer, PRE_PATTERNS[pre], pre))
+    if meta.get("tokenizer.ggml.model") == "llama":  # SentencePiece (Gemma's)
+        data = sentencepiece_tokenizer_json(meta, bos_template(meta["tokenizer.ggml.tokens"], tokenizer), str(path))
+    else:
+        data = tokenizer_json(meta, tokenizer, PRE_PATTERNS[pre], pre)
+    write_json(directory / "tokenizer.json", data)
     write_json(directory / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
                                                      "eos_token": eos, "add_bos_token": tokenizer.add_bos})
 
