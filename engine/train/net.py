@@ -1,8 +1,8 @@
 """The training forward pass, which keeps every activation the backward pass needs, and that backward pass.
 
 Parameters are a flat dict of arrays with the engine's names (`embed`, `blocks.0.w_qkv.w`, `blocks.0.ln1.g`,
-`ln_final.b`, ...; see `params.py`), so an optimizer can walk them; the frozen inference `Weights` stay as they
-are and `model.forward` stays as fast as it is. LoRA adapters (see `lora.py`) are parameters too,
+`blocks.0.q_norm.g`, `ln_final.b`, ...; see `params.py`), so an optimizer can walk them; the frozen inference
+`Weights` stay as they are and `model.forward` stays as fast as it is. LoRA adapters (see `lora.py`) are parameters too,
 `blocks.0.w_qkv.lora.q_proj.A` and `.B`, added to slices of a linear layer's output rows.
 """
 
@@ -143,6 +143,7 @@ def post_norm_forward(x, params: dict, stem: str, cfg: Config):
 
 
 def post_norm_backward(dy, saved, params: dict, stem: str, cfg: Config, grads: dict):
+    """Through post_norm_forward: the norm's backward with post_norms, else the gradient as it is."""
     return norm_backward(dy, saved, params, stem, cfg, grads) if cfg.post_norms else dy
 
 
@@ -210,7 +211,8 @@ def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora 
         grads["pos_embed"][:dx.shape[1]] = dx.sum(axis=0)
     if "embed" in trainable:
         tied = "unembed" not in params  # the matrix is used twice, so its gradient is the sum of both uses
-        grads["embed"] = L.embedding_backward(G.embed_backward(dx, cfg), tape.ids, cfg.n_vocab, into=d_unembed if tied else None)
+        grads["embed"] = L.embedding_backward(G.embed_backward(dx, cfg), tape.ids, cfg.n_vocab,
+                                              into=d_unembed if tied else None)
     if "unembed" in params and "unembed" in trainable:
         grads["unembed"] = d_unembed
     return {name: g for name, g in grads.items() if name in trainable}
