@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formats.safetensors import read_safetensors
-from .hfnames import CONV1D, hf_tensors
+from .hfnames import CONV1D, checkpoint_tensors
 from .lora import lora_spec, merged
 from .net import Lora
 from .params import to_params, to_weights
@@ -119,4 +119,4 @@ def save_model_folder(directory: Path, params: dict, model) -> None:
                      "tokenizer_config.json", "special_tokens_map.json"):
             if (base / name).is_file():
                 shutil.copy(base / name, directory / name)
-    write_safetensors(directory / "model.safetensors", hf_tensors(params, model.config))
+    write_safetensors(directory / "model.safetensors", checkpoint_tensors(params, model.config))

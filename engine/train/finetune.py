@@ -14,13 +14,11 @@ from .data import Dataset
 from .export import save_adapter, save_model_folder
 from .hfnames import hf_names
 from .lora import init_adapters, lora_spec, merged
-from .net import train_forward
+from .net import ACTIVATIONS, train_forward
 from .optim import AdamW, adamw_state, schedule
 from .params import to_params
 from .step import train_step
 
-# Config features the training forward and backward passes do not have yet (Gemma 3's), and GeGLU
-NO_BACKWARD = ("embed_scale", "post_norms", "qk_norm", "query_pre_attn_scalar", "sliding_window", "local_layers")
 CHECKPOINT = "checkpoint"  # the sub-folder of --out with the state to --resume from
 MERGED = "merged"  # the sub-folder of --out with --merge's model folder
 
@@ -54,12 +52,13 @@ class Progress:
 
 
 def check_trainable(cfg) -> None:
-    """Refuse, before any training, a model whose forward pass has steps the backward pass lacks."""
-    hf_names(cfg)  # an architecture without a Hugging Face name map could train but not be saved
-    missing = [name for name in NO_BACKWARD if getattr(cfg, name)] + (["geglu"] if cfg.mlp == "geglu" else [])
-    if missing:
-        raise InputError(f"llmx cannot fine-tune {cfg.arch} models yet (no backward pass for {', '.join(missing)}): "
-                         "fine-tune a GPT-2, Llama or Qwen2 model")
+    """Refuse, before any training, a model whose forward pass has steps the backward pass lacks, or that could
+    train but not be saved (an architecture without a Hugging Face name map). The backward pass has every step
+    of Config: GPT-2's, Llama's, Qwen2's and Gemma 3's (see net.py and gemma.py)."""
+    hf_names(cfg)
+    if cfg.mlp not in ACTIVATIONS:
+        raise InputError(f"llmx cannot fine-tune {cfg.arch} models yet (no backward pass for the {cfg.mlp} MLP): "
+                         "fine-tune a GPT-2, Llama, Qwen2 or Gemma 3 model")
 
 
 class Finetune:

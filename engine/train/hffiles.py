@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..formats import gguf
 from ..model import Config
 from ..tokenizer import GGUF_CONTROL, GGUF_USER_DEFINED, Tokenizer
+from .spmfiles import sentencepiece_tokenizer_json
 
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 
@@ -23,6 +24,8 @@ def config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
                 "n_positions": cfg.n_ctx, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
                 "n_inner": cfg.n_ff, "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
                 "tie_word_embeddings": cfg.tied, "bos_token_id": tokenizer.bos_id, "eos_token_id": eos}
+    if cfg.arch == "gemma3":
+        return gemma3_config_json(cfg, tokenizer)
     if cfg.arch not in ("llama", "qwen2"):
         raise InputError(f"llmx cannot write a config.json for {cfg.arch} yet: save the LoRA adapter instead")
     return {"architectures": ["LlamaForCausalLM" if cfg.arch == "llama" else "Qwen2ForCausalLM"],
@@ -31,6 +34,30 @@ def config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
             "num_key_value_heads": cfg.n_kv_head, "max_position_embeddings": cfg.n_ctx, "rms_norm_eps": cfg.norm_eps,
             "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tied, "hidden_act": "silu",
             "bos_token_id": tokenizer.bos_id, "eos_token_id": eos}
+
+
+def gemma3_config_json(cfg: Config, tokenizer: Tokenizer) -> dict:
+    """A Gemma3TextConfig with every value llmx read (arch.gemma3.config_from_hf reads each back): the RoPE bases
+    in transformers 5's rope_parameters and in transformers 4's rope_theta and rope_local_base_freq."""
+    kinds = ["sliding_attention" if i in cfg.local_layers else "full_attention" for i in range(cfg.n_layer)]
+    local_theta = cfg.rope_local_theta or cfg.rope_theta
+    return {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": cfg.n_vocab,
+            "hidden_size": cfg.n_embd, "intermediate_size": cfg.n_ff, "num_hidden_layers": cfg.n_layer,
+            "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.d_head,
+            "max_position_embeddings": cfg.n_ctx, "rms_norm_eps": cfg.norm_eps,
+            "query_pre_attn_scalar": whole(cfg.query_pre_attn_scalar or cfg.d_head),  # transformers wants an int
+            "sliding_window": cfg.sliding_window or cfg.n_ctx, "layer_types": kinds,
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}},
+            "rope_theta": cfg.rope_theta, "rope_local_base_freq": local_theta,
+            "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": None,
+            "attn_logit_softcapping": None, "attention_bias": False, "tie_word_embeddings": cfg.tied,
+            "bos_token_id": tokenizer.bos_id, "eos_token_id": min(tokenizer.eos_ids) if tokenizer.eos_ids else None}
+
+
+def whole(value: float):
+    """An integral float as an int (a config field transformers types as int), anything else as it is."""
+    return int(value) if float(value).is_integer() else value
 
 
 def pre_tokenizer(pre: str, pattern: str) -> dict:
@@ -51,20 +78,24 @@ def tokenizer_json(meta: dict, tokenizer: Tokenizer, pattern: str, pre: str) -> 
     special = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
                 "special": True} for i, (t, kind) in enumerate(zip(tokens, types))
                if kind in (GGUF_CONTROL, GGUF_USER_DEFINED)]
-    post = None
-    if tokenizer.add_bos and tokenizer.bos_id is not None:
-        bos = tokens[tokenizer.bos_id]
-        post = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                                                          {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {bos: {"id": bos, "ids": [tokenizer.bos_id], "tokens": [bos]}}}
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special, "normalizer": None,
-            "pre_tokenizer": pre_tokenizer(pre, pattern), "post_processor": post,
+            "pre_tokenizer": pre_tokenizer(pre, pattern), "post_processor": bos_template(tokens, tokenizer),
             "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                       "vocab": {t: i for i, t in enumerate(tokens)}, "merges": list(merges)}}
+
+
+def bos_template(tokens: list[str], tokenizer: Tokenizer) -> dict | None:
+    """The post-processor that puts BOS before every text, for a tokenizer that adds it; else None."""
+    if not tokenizer.add_bos or tokenizer.bos_id is None:
+        return None
+    bos = tokens[tokenizer.bos_id]
+    return {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
+                                                      {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [tokenizer.bos_id], "tokens": [bos]}}}
 
 
 def write_gguf_companions(directory: Path, path: Path, cfg: Config, tokenizer: Tokenizer, default_pre) -> None:
@@ -81,7 +112,11 @@ def write_gguf_companions(directory: Path, path: Path, cfg: Config, tokenizer: T
         (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(meta["tokenizer.ggml.merges"]) + "\n",
                                               encoding="utf-8")
         return
-    write_json(directory / "tokenizer.json", tokenizer_json(meta, tokenizer, PRE_PATTERNS[pre], pre))
+    if meta.get("tokenizer.ggml.model") == "llama":  # SentencePiece (Gemma's)
+        data = sentencepiece_tokenizer_json(meta, bos_template(meta["tokenizer.ggml.tokens"], tokenizer), str(path))
+    else:
+        data = tokenizer_json(meta, tokenizer, PRE_PATTERNS[pre], pre)
+    write_json(directory / "tokenizer.json", data)
     write_json(directory / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
                                                      "eos_token": eos, "add_bos_token": tokenizer.add_bos})
 

@@ -9,10 +9,14 @@ import numpy as np
 from ..arch import llama
 from ..errors import InputError
 from ..model import Config
+from .params import NORMS
 
 # GPT-2's map leaves out the "transformer." prefix its PyTorch modules have (the loader accepts both).
 PREFIX = {"gpt2": "transformer."}
 CONV1D = {"gpt2"}  # Hugging Face stores these architectures' matrices [in, out]
+# What Hugging Face stores of an RMSNorm weight, less the multiplier llmx uses: Gemma computes x / rms * (1 + w)
+# and stores w (arch.gemma3.plus_one adds the 1 at load)
+NORM_OFFSET = {"gemma3": 1.0}
 
 
 def hf_names(cfg: Config) -> dict:
@@ -24,8 +28,10 @@ def hf_names(cfg: Config) -> dict:
     except ImportError:
         module = None
     names = getattr(module, "HF_NAMES", None) or (llama.HF_NAMES if cfg.arch == "qwen2" else None)
+    if cfg.arch == "gemma3":  # Gemma3ForCausalLM's names (its map also reads multimodal checkpoints' prefixes)
+        names = module.hf_names("model.")
     if names is None:
-        raise InputError(f"llmx cannot train {cfg.arch} models yet: fine-tune a GPT-2, Llama or Qwen2 model")
+        raise InputError(f"llmx cannot train {cfg.arch} models yet: fine-tune a GPT-2, Llama, Qwen2 or Gemma 3 model")
     return names
 
 
@@ -57,7 +63,7 @@ def hf_tensors(params: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarr
     if "unembed" in params:
         put(names["unembed"], params["unembed"])
     for stem, key in (("ln_final", "ln_final"),) + tuple((f"blocks.{i}.{n}", n) for i in range(cfg.n_layer)
-                                                           for n in ("ln1", "ln2")):
+                                                           for n in NORMS if f"blocks.{i}.{n}.g" in params):
         i = stem.split(".")[1] if stem.startswith("blocks") else None
         path = prefix + names[key].format(i=i)
         out[path + ".weight"] = params[f"{stem}.g"]
@@ -72,3 +78,14 @@ def hf_tensors(params: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarr
                 if b is not None:
                     out[path + ".bias"] = b[lo:hi]
     return out
+
+
+def checkpoint_tensors(params: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:
+    """hf_tensors as a checkpoint stores them: Gemma's norm weights as w = multiplier - 1 (in the weights' dtype;
+    exact in float32 for multipliers in [0.5, 2], where the two floats share their exponent range)."""
+    offset = NORM_OFFSET.get(cfg.arch)
+    if offset is None:
+        return hf_tensors(params, cfg)
+    stored = {name: value - value.dtype.type(offset) if name.endswith(".g") else value
+              for name, value in params.items()}
+    return hf_tensors(stored, cfg)

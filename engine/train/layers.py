@@ -106,8 +106,8 @@ def rope_backward(dy: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarra
     return dy * cos + np.concatenate([ds[..., half:], -ds[..., :half]], axis=-1)
 
 
-def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray):
-    """Causal attention with grouped-query heads.
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int | None = None):
+    """Causal attention with grouped-query heads, over the last `window` positions if given (see causal_mask).
 
     q: [batch, n_head, n_seq, d_head]; k, v: [batch, n_kv_head, n_seq, d_head]; each key/value head serves
     n_head / n_kv_head query heads (a reshape, never a copy of k and v). Returns z like q, saves (q, k, v, p).
@@ -117,10 +117,20 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray):
     q5 = q.reshape(batch, n_kv, n_head // n_kv, n_seq, d_head)  # [batch, n_kv_head, group, n_seq, d_head]
     scores = q5 @ k[:, :, None].swapaxes(-1, -2)  # [batch, n_kv_head, group, n_seq (dest), n_seq (src)]
     scores *= scores.dtype.type(1 / np.sqrt(d_head))
-    scores += np.triu(np.full((n_seq, n_seq), -np.inf, scores.dtype), k=1)  # no looking at the future
+    scores += causal_mask(n_seq, window, scores.dtype)  # no looking at the future (nor too far back)
     p = softmax(scores)
     z = p @ v[:, :, None]  # [batch, n_kv_head, group, n_seq, d_head]
     return z.reshape(q.shape), (q5, k, v, p)
+
+
+def causal_mask(n_seq: int, window: int | None, dtype) -> np.ndarray:
+    """-inf where position dest (row) may not see position src (column): src > dest, and with a window (Gemma's
+    local layers, as engine/attention.mask) dest - src >= window, so that a position sees `window` positions, its
+    own included. The backward needs no mask: softmax gives those scores probability 0, hence gradient 0."""
+    hidden = np.triu(np.ones((n_seq, n_seq), bool), k=1)
+    if window is not None:
+        hidden |= np.tril(np.ones((n_seq, n_seq), bool), k=-window)
+    return np.where(hidden, dtype.type(-np.inf), dtype.type(0))  # [n_seq (dest), n_seq (src)]
 
 
 def attention_backward(dz: np.ndarray, saved):

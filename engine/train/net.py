@@ -1,8 +1,8 @@
 """The training forward pass, which keeps every activation the backward pass needs, and that backward pass.
 
 Parameters are a flat dict of arrays with the engine's names (`embed`, `blocks.0.w_qkv.w`, `blocks.0.ln1.g`,
-`ln_final.b`, ...; see `params.py`), so an optimizer can walk them; the frozen inference `Weights` stay as they
-are and `model.forward` stays as fast as it is. LoRA adapters (see `lora.py`) are parameters too,
+`blocks.0.q_norm.g`, `ln_final.b`, ...; see `params.py`), so an optimizer can walk them; the frozen inference
+`Weights` stay as they are and `model.forward` stays as fast as it is. LoRA adapters (see `lora.py`) are parameters too,
 `blocks.0.w_qkv.lora.q_proj.A` and `.B`, added to slices of a linear layer's output rows.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model import Config
-from ..nn import rope_tables
+from ..model import Config, rotary_tables
+from . import gemma as G
 from . import layers as L
 from .head import HeadGrads, head_forward
 
@@ -94,39 +94,57 @@ def merge_heads(*parts: np.ndarray) -> np.ndarray:
     return np.concatenate([p.transpose(0, 2, 1, 3).reshape(p.shape[0], p.shape[2], -1) for p in parts], axis=-1)
 
 
-def block_forward(x, params: dict, i: int, cfg: Config, rope, lora):
-    """One pre-norm block, as model.block, keeping what its backward needs: (x_out, saved dict)."""
+def block_forward(x, params: dict, i: int, cfg: Config, rope, window, lora):
+    """One pre-norm block, as model.block, keeping what its backward needs: (x_out, saved dict). Gemma's steps
+    (qk norms, query scale, window, post norms, GeGLU) are in gemma.py."""
     s, p = {}, f"blocks.{i}."
     h, s["ln1"] = norm_forward(x, params, p + "ln1", cfg)
     fused, s["w_qkv"] = dense_forward(h, params, p + "w_qkv", lora)
     q, k, v = split_heads(fused, cfg)
-    if rope is not None:
-        q, k = L.rope_forward(q, *rope), L.rope_forward(k, *rope)
-    z, s["attn"] = L.attention_forward(q, k, v)
+    q, k, s["qk"] = G.qk_forward(q, k, params, p, cfg, rope)
+    z, s["attn"] = L.attention_forward(q, k, v, window)
     attn_out, s["w_o"] = dense_forward(merge_heads(z), params, p + "w_o", lora)
+    attn_out, s["ln1_post"] = post_norm_forward(attn_out, params, p + "ln1_post", cfg)
     x = x + attn_out
     h, s["ln2"] = norm_forward(x, params, p + "ln2", cfg)
     pre, s["w_in"] = dense_forward(h, params, p + "w_in", lora)
-    act, s["act"] = L.gelu_forward(pre) if cfg.mlp == "gelu" else L.swiglu_forward(pre, cfg.n_ff)
+    act, s["act"] = ACTIVATIONS[cfg.mlp][0](pre, cfg.n_ff)
     mlp_out, s["w_out"] = dense_forward(act, params, p + "w_out", lora)
+    mlp_out, s["ln2_post"] = post_norm_forward(mlp_out, params, p + "ln2_post", cfg)
     return x + mlp_out, s
 
 
 def block_backward(dx, s: dict, params: dict, i: int, cfg: Config, rope, lora, grads: dict, trainable):
     """The gradient flows through both residual branches and along the residual stream itself."""
     p = f"blocks.{i}."
-    d_act = dense_backward(dx, s["w_out"], params, p + "w_out", lora, grads, trainable)
-    d_pre = L.gelu_backward(d_act, s["act"]) if cfg.mlp == "gelu" else L.swiglu_backward(d_act, s["act"])
+    d_mlp = post_norm_backward(dx, s["ln2_post"], params, p + "ln2_post", cfg, grads)
+    d_act = dense_backward(d_mlp, s["w_out"], params, p + "w_out", lora, grads, trainable)
+    d_pre = ACTIVATIONS[cfg.mlp][1](d_act, s["act"])
     dh = dense_backward(d_pre, s["w_in"], params, p + "w_in", lora, grads, trainable)
     dx = dx + norm_backward(dh, s["ln2"], params, p + "ln2", cfg, grads)
-    dz = dense_backward(dx, s["w_o"], params, p + "w_o", lora, grads, trainable)
+    d_attn = post_norm_backward(dx, s["ln1_post"], params, p + "ln1_post", cfg, grads)
+    dz = dense_backward(d_attn, s["w_o"], params, p + "w_o", lora, grads, trainable)
     batch, n_seq = dx.shape[:2]
     dq, dk, dv = L.attention_backward(dz.reshape(batch, n_seq, cfg.n_head, cfg.d_head).transpose(0, 2, 1, 3),
                                       s["attn"])
-    if rope is not None:
-        dq, dk = L.rope_backward(dq, *rope), L.rope_backward(dk, *rope)
+    dq, dk = G.qk_backward(dq, dk, s["qk"], params, p, cfg, rope, grads)
     dh = dense_backward(merge_heads(dq, dk, dv), s["w_qkv"], params, p + "w_qkv", lora, grads, trainable)
     return dx + norm_backward(dh, s["ln1"], params, p + "ln1", cfg, grads)
+
+
+# The MLP's activation by Config.mlp: (forward (h, n_ff) -> (y, saved), backward (dy, saved) -> dh)
+ACTIVATIONS = {"gelu": (lambda h, n_ff: L.gelu_forward(h), L.gelu_backward),
+               "swiglu": (L.swiglu_forward, L.swiglu_backward), "geglu": (G.geglu_forward, G.geglu_backward)}
+
+
+def post_norm_forward(x, params: dict, stem: str, cfg: Config):
+    """A sublayer's output normalized once more before the residual add (Gemma's sandwich), else unchanged."""
+    return norm_forward(x, params, stem, cfg) if cfg.post_norms else (x, None)
+
+
+def post_norm_backward(dy, saved, params: dict, stem: str, cfg: Config, grads: dict):
+    """Through post_norm_forward: the norm's backward with post_norms, else the gradient as it is."""
+    return norm_backward(dy, saved, params, stem, cfg, grads) if cfg.post_norms else dy
 
 
 @dataclass
@@ -134,7 +152,7 @@ class Tape:
     """What the training forward saved for the backward pass."""
 
     ids: np.ndarray  # [batch, n_seq]
-    rope: tuple | None  # cos, sin [n_seq, d_head], or None with learned positions
+    ropes: tuple  # (global, local) rotary tables, each cos, sin [n_seq, d_head] (model.rotary_tables), or Nones
     blocks: list  # each block's saved activations
     ln_final: tuple
     head: HeadGrads | None = None  # the loss head's gradients, computed with the loss (see head.py)
@@ -166,17 +184,16 @@ def hidden_forward(params: dict, cfg: Config, ids, lora: Lora | None = None) -> 
     """The final norm's output [batch, n_seq, n_embd], and the tape of activations that led to it."""
     ids = np.asarray(ids)
     n_seq = ids.shape[1]
-    dtype = params["embed"].dtype
-    rope = rope_tables(np.arange(n_seq), cfg.d_head, cfg.rope_theta, dtype) if cfg.positions == "rotary" else None
-    x = params["embed"][ids]  # [batch, n_seq, n_embd]
+    ropes = rotary_tables(cfg, 0, n_seq, params["embed"].dtype)
+    x = G.embed_forward(params["embed"], ids, cfg)  # [batch, n_seq, n_embd]
     if cfg.positions == "learned":
         x = x + params["pos_embed"][:n_seq]
     saved = []
     for i in range(cfg.n_layer):
-        x, s = block_forward(x, params, i, cfg, rope, lora)
+        x, s = block_forward(x, params, i, cfg, *G.layer_attention(cfg, ropes, i), lora)
         saved.append(s)
     x, ln = norm_forward(x, params, "ln_final", cfg)
-    return x, Tape(ids, rope, saved, ln)
+    return x, Tape(ids, ropes, saved, ln)
 
 
 def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora | None = None) -> dict:
@@ -187,13 +204,15 @@ def train_backward(tape: Tape, params: dict, cfg: Config, trainable, lora: Lora 
     d_unembed = tape.head.d_unembed
     dx = norm_backward(tape.head.d_x, tape.ln_final, params, "ln_final", cfg, grads)
     for i in reversed(range(cfg.n_layer)):  # each block's activations are dropped once used: memory falls as it goes
-        dx = block_backward(dx, tape.blocks.pop(), params, i, cfg, tape.rope, lora, grads, trainable)
+        rope, _ = G.layer_attention(cfg, tape.ropes, i)
+        dx = block_backward(dx, tape.blocks.pop(), params, i, cfg, rope, lora, grads, trainable)
     if "pos_embed" in trainable:
         grads["pos_embed"] = np.zeros_like(params["pos_embed"])
         grads["pos_embed"][:dx.shape[1]] = dx.sum(axis=0)
     if "embed" in trainable:
         tied = "unembed" not in params  # the matrix is used twice, so its gradient is the sum of both uses
-        grads["embed"] = L.embedding_backward(dx, tape.ids, cfg.n_vocab, into=d_unembed if tied else None)
+        grads["embed"] = L.embedding_backward(G.embed_backward(dx, cfg), tape.ids, cfg.n_vocab,
+                                              into=d_unembed if tied else None)
     if "unembed" in params and "unembed" in trainable:
         grads["unembed"] = d_unembed
     return {name: g for name, g in grads.items() if name in trainable}
