@@ -33,15 +33,38 @@ class KVCache:
     k: tuple[np.ndarray, ...]  # per layer [n_kv_head, n_ctx, d_head] (local layers: [n_kv_head, window, d_head])
     v: tuple[np.ndarray, ...]
     length: int = 0
+    rows: RowCaches | None = None  # the batch's buffers, when k and v are views of its slot `slot`
+    slot: int = 0
 
     @classmethod
     def empty(cls, cfg: Config, dtype=np.float32) -> KVCache:
-        def shape(layer: int) -> tuple[int, int, int]:
-            rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
-            return cfg.n_kv_head, rows, cfg.d_head
+        return cls(tuple(lazy_zeros(buffer_shape(cfg, i), dtype) for i in range(cfg.n_layer)),
+                   tuple(lazy_zeros(buffer_shape(cfg, i), dtype) for i in range(cfg.n_layer)))
 
-        return cls(tuple(lazy_zeros(shape(i), dtype) for i in range(cfg.n_layer)),
-                   tuple(lazy_zeros(shape(i), dtype) for i in range(cfg.n_layer)))
+
+@dataclass(frozen=True, eq=False)
+class RowCaches:
+    """The caches of a batch's sequences in one buffer per layer, a slot per sequence, so that the batched
+    decode step (engine/batched.py) attends for all of them in one product. `cache(slot)` is a KVCache like any
+    other (its buffers are views of the slot), which `forward` fills and reads as usual."""
+
+    k: tuple[np.ndarray, ...]  # per layer [slots, n_kv_head, n_ctx (local layers: window), d_head]
+    v: tuple[np.ndarray, ...]
+
+    @classmethod
+    def empty(cls, cfg: Config, slots: int, dtype=np.float32) -> RowCaches:
+        return cls(tuple(lazy_zeros((slots, *buffer_shape(cfg, i)), dtype) for i in range(cfg.n_layer)),
+                   tuple(lazy_zeros((slots, *buffer_shape(cfg, i)), dtype) for i in range(cfg.n_layer)))
+
+    def cache(self, slot: int) -> KVCache:
+        """Slot `slot` as an empty cache."""
+        return KVCache(tuple(k[slot] for k in self.k), tuple(v[slot] for v in self.v), 0, self, slot)
+
+
+def buffer_shape(cfg: Config, layer: int) -> tuple[int, int, int]:
+    """One sequence's key (or value) buffer of a layer: [n_kv_head, n_ctx or the window, d_head]."""
+    rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
+    return cfg.n_kv_head, rows, cfg.d_head
 
 
 def lazy_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
