@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .nn import apply_rope, linear, rms_norm, softmax
+from .hooks import NO_POINTS
+from .nn import apply_rope, linear, rms_norm
 
 if TYPE_CHECKING:
     from .model import Block, Config, Linear
@@ -115,23 +116,66 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     return attention_output(z, blk.w_o, cfg, hook)
 
 
+BLOCK = 128  # query positions per block of a long pass's attention (see attend)
+
+
 def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | None) -> np.ndarray:
     """One sequence's new queries against its cache and new keys: each head's weighted values
-    [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. The batched decode step
-    (engine/batched.py) calls it once per sequence, with that sequence's own cache."""
-    n_seq, end = q.shape[1], start + q.shape[1]
+    [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. A long pass attends in blocks
+    of BLOCK queries, each to the keys up to its own end, so that the scores the causal mask would hide past
+    a block are never computed (unless a hook wants the whole pattern). The batched decode step
+    (engine/batched.py) calls it once per sequence for caches of their own."""
+    whole = hook.wants("attn.pattern") or q.shape[1] <= BLOCK
     keys, values, first = remember(k_buf, v_buf, k, v, start, window,  # [n_kv_head, n_keys, d_head]
                                    in_order=hook.wants("attn.pattern"))
-    n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
-    q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
+    if whole:
+        z = weighted_values(q, keys, values, cfg, start, first, window, hook)
+    else:
+        z = np.concatenate([block_values(q[:, lo:lo + BLOCK], keys, values, cfg, start + lo, first, window)
+                            for lo in range(0, q.shape[1], BLOCK)], axis=1)
+    return hook("attn.z", z.transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+
+
+def block_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None) -> np.ndarray:
+    """weighted_values for a block of queries (positions start..), given only the keys it may see: from the
+    first of its window (or of the cache) to its own end."""
+    end = start + q.shape[1]
+    lo = first if window is None else max(first, start - window + 1)
+    return weighted_values(q, keys[:, lo - first:end - first], values[:, lo - first:end - first], cfg, start, lo,
+                           window, NO_POINTS)
+
+
+def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None, hook) -> np.ndarray:
+    """Queries of positions start.. [n_head, n_seq, d_head] against the keys and values of positions
+    first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head]."""
+    n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
+    scale = q.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))  # on q: fewer numbers than scores
+    q = (q * scale).reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
-    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
-        scores += mask(start, end, first, window, scores.dtype)
-    pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
+        hide(scores, start, first, window)
+    pattern = softmax_in_place(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
     pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group * n_seq, n_keys)
-    z = pattern @ values  # [n_kv_head, group * n_seq, d_head]
-    return hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+    return (pattern @ values).reshape(cfg.n_head, n_seq, cfg.d_head)  # [n_kv_head, group * n_seq, d_head] as heads
+
+
+def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
+    """Add -inf to the scores [..., n_seq, n_keys] of keys the queries may not see. Without a window every key
+    before the first query's position is seen: only the last n_seq columns need the mask."""
+    end = start + scores.shape[-2]
+    if window is None:
+        scores[..., start - first:] += mask(start, end, start, None, scores.dtype)
+    else:
+        scores += mask(start, end, first, window, scores.dtype)
+
+
+def softmax_in_place(x: np.ndarray) -> np.ndarray:
+    """nn.softmax over the last axis, computed in x itself (the same operations, so the same numbers): the
+    scores are a pass's largest array."""
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
@@ -169,7 +213,7 @@ def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
     buf[:, positions % size] = new[:, positions - start]
 
 
-@lru_cache(maxsize=4)  # every layer of a pass has the same (a chunk of a long prompt: [n_seq, up to n_ctx])
+@lru_cache(maxsize=16)  # every layer of a pass has the same (a block: [n_seq, n_seq] without a window)
 def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
     """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]
     (read-only: shared between calls)."""
