@@ -116,23 +116,30 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     return attention_output(z, blk.w_o, cfg, hook)
 
 
-BLOCK = 128  # query positions per block of a long pass's attention (see attend)
+# A long pass's attention goes by blocks of up to BLOCK queries (see attend), fewer as the keys grow so that a
+# block's scores [n_head, queries, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never under MIN_BLOCK.
+BLOCK, MIN_BLOCK, SCORES_BUDGET = 128, 16, 1 << 22
+
+
+def block_size(cfg: Config, n_keys: int) -> int:
+    """Queries per block of a pass that sees `n_keys` keys."""
+    return max(MIN_BLOCK, min(BLOCK, SCORES_BUDGET // (cfg.n_head * n_keys)))
 
 
 def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | None) -> np.ndarray:
     """One sequence's new queries against its cache and new keys: each head's weighted values
     [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. A long pass attends in blocks
-    of BLOCK queries, each to the keys up to its own end, so that the scores the causal mask would hide past
-    a block are never computed (unless a hook wants the whole pattern). The batched decode step
+    of queries (block_size), each to the keys up to its own end, so that the scores the causal mask would
+    hide past a block are never computed (unless a hook wants the whole pattern). The batched decode step
     (engine/batched.py) calls it once per sequence for caches of their own."""
-    whole = hook.wants("attn.pattern") or q.shape[1] <= BLOCK
     keys, values, first = remember(k_buf, v_buf, k, v, start, window,  # [n_kv_head, n_keys, d_head]
                                    in_order=hook.wants("attn.pattern"))
-    if whole:
+    size = block_size(cfg, keys.shape[1])
+    if hook.wants("attn.pattern") or q.shape[1] <= size:
         z = weighted_values(q, keys, values, cfg, start, first, window, hook)
     else:
-        z = np.concatenate([block_values(q[:, lo:lo + BLOCK], keys, values, cfg, start + lo, first, window)
-                            for lo in range(0, q.shape[1], BLOCK)], axis=1)
+        z = np.concatenate([block_values(q[:, lo:lo + size], keys, values, cfg, start + lo, first, window)
+                            for lo in range(0, q.shape[1], size)], axis=1)
     return hook("attn.z", z.transpose(1, 0, 2))  # [n_seq, n_head, d_head]
 
 

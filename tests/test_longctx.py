@@ -68,6 +68,7 @@ def test_attention_in_blocks_equals_one_pass(tiny, block, monkeypatch):
     _, prefix = run(exact, IDS[:9])
     after, _ = run(exact, IDS[9:], cache=prefix, all_logits=True)
     monkeypatch.setattr(attention_module, "BLOCK", block)
+    monkeypatch.setattr(attention_module, "MIN_BLOCK", block)
     blocked, _ = run(exact, IDS, all_logits=True)
     _, prefix = run(exact, IDS[:9])
     blocked_after, _ = run(exact, IDS[9:], cache=prefix, all_logits=True)
@@ -124,18 +125,19 @@ def test_progress_hears_each_chunk_of_a_split_pass_only(tiny_gpt2_model):
     assert calls == []
 
 
-def test_chunks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
+def test_attention_blocks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
     cfg = dataclasses.replace(tiny_llama_model.config, n_head=9, n_ctx=8192)
-    sizes = [chunk_size(cfg, start, None) for start in (0, 1000, 4000, 8000)]
-    assert sizes[0] == model_module.CHUNK and sizes == sorted(sizes, reverse=True)
-    for start, size in zip((0, 1000, 4000, 8000), sizes):
-        assert size == model_module.MIN_CHUNK or cfg.n_head * size * (start + size) <= model_module.SCORES_BUDGET
+    keys = (512, 1000, 4000, 8000, 100_000)
+    sizes = [attention_module.block_size(cfg, n) for n in keys]
+    assert sizes[0] == attention_module.BLOCK and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] == attention_module.MIN_BLOCK and chunk_size(cfg, 8000, None) == model_module.CHUNK
+    for n, size in zip(keys[:-1], sizes):
+        assert cfg.n_head * size * n <= attention_module.SCORES_BUDGET
 
 
 def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model, monkeypatch):
     """score keeps one chunk's logits at a time; its log-probs are those of the float64 logits."""
     monkeypatch.setattr(model_module, "CHUNK", 8)
-    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
     scored = tiny_gpt2_model.score(IDS[:50])
     exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:50], all_logits=True)
     shifted = exact - exact.max(axis=1, keepdims=True)
@@ -147,7 +149,6 @@ def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model,
 
 def test_score_in_sliding_windows_still_covers_every_token(tiny_gpt2_model, monkeypatch):
     monkeypatch.setattr(model_module, "CHUNK", 8)
-    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
     ids = IDS * 2  # 120 tokens, context 64
     chunked = tiny_gpt2_model.score(ids, stride=20)
     monkeypatch.setattr(model_module, "CHUNK", 512)
