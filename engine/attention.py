@@ -77,7 +77,8 @@ def lazy_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     size = int(np.prod(shape)) * dtype.itemsize
     if size == 0:
         return np.zeros(shape, dtype)
-    memory = mmap.mmap(-1, size)  # anonymous memory: zero pages, mapped on first write
+    private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}  # POSIX
+    memory = mmap.mmap(-1, size, **private)  # anonymous memory: zero pages, mapped on first write
     if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux with transparent huge pages "always"
         memory.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(memory, dtype).reshape(shape)
