@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .hooks import NO_POINTS
-from .nn import apply_rope, linear, rms_norm
+from .nn import apply_rope, linear, rms_norm, softmax
 
 if TYPE_CHECKING:
     from .model import Block, Config, Linear
@@ -157,12 +157,12 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     """Queries of positions start.. [n_head, n_seq, d_head] against the keys and values of positions
     first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head]."""
     n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
-    scale = q.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))  # on q: fewer numbers than scores
-    q = (q * scale).reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
+    q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
+    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
         hide(scores, start, first, window)
-    pattern = softmax_in_place(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
+    pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
     pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group * n_seq, n_keys)
     return (pattern @ values).reshape(cfg.n_head, n_seq, cfg.d_head)  # [n_kv_head, group * n_seq, d_head] as heads
 
@@ -171,19 +171,10 @@ def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None
     """Add -inf to the scores [..., n_seq, n_keys] of keys the queries may not see. Without a window every key
     before the first query's position is seen: only the last n_seq columns need the mask."""
     end = start + scores.shape[-2]
-    if window is None:
+    if window is None and start > first:
         scores[..., start - first:] += mask(start, end, start, None, scores.dtype)
     else:
         scores += mask(start, end, first, window, scores.dtype)
-
-
-def softmax_in_place(x: np.ndarray) -> np.ndarray:
-    """nn.softmax over the last axis, computed in x itself (the same operations, so the same numbers): the
-    scores are a pass's largest array."""
-    x -= x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
