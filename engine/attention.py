@@ -8,12 +8,14 @@ so patterns and masks are the same either way; hooks always see patterns over ab
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .hooks import NO_POINTS
 from .nn import apply_rope, linear, rms_norm, softmax
 
 if TYPE_CHECKING:
@@ -32,16 +34,54 @@ class KVCache:
     k: tuple[np.ndarray, ...]  # per layer [n_kv_head, n_ctx, d_head] (local layers: [n_kv_head, window, d_head])
     v: tuple[np.ndarray, ...]
     length: int = 0
+    rows: RowCaches | None = None  # the batch's buffers, when k and v are views of its slot `slot`
+    slot: int = 0
 
     @classmethod
     def empty(cls, cfg: Config, dtype=np.float32) -> KVCache:
-        def shape(layer: int) -> tuple[int, int, int]:
-            rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
-            return cfg.n_kv_head, rows, cfg.d_head
+        return cls(tuple(lazy_zeros(buffer_shape(cfg, i), dtype) for i in range(cfg.n_layer)),
+                   tuple(lazy_zeros(buffer_shape(cfg, i), dtype) for i in range(cfg.n_layer)))
 
-        # np.zeros takes pages from the OS lazily: only positions used cost memory.
-        return cls(tuple(np.zeros(shape(i), dtype) for i in range(cfg.n_layer)),
-                   tuple(np.zeros(shape(i), dtype) for i in range(cfg.n_layer)))
+
+@dataclass(frozen=True, eq=False)
+class RowCaches:
+    """The caches of a batch's sequences in one buffer per layer, a slot per sequence, so that the batched
+    decode step (engine/batched.py) attends for all of them in one product. `cache(slot)` is a KVCache like any
+    other (its buffers are views of the slot), which `forward` fills and reads as usual."""
+
+    k: tuple[np.ndarray, ...]  # per layer [slots, n_kv_head, n_ctx (local layers: window), d_head]
+    v: tuple[np.ndarray, ...]
+
+    @classmethod
+    def empty(cls, cfg: Config, slots: int, dtype=np.float32) -> RowCaches:
+        return cls(tuple(lazy_zeros((slots, *buffer_shape(cfg, i)), dtype) for i in range(cfg.n_layer)),
+                   tuple(lazy_zeros((slots, *buffer_shape(cfg, i)), dtype) for i in range(cfg.n_layer)))
+
+    def cache(self, slot: int) -> KVCache:
+        """Slot `slot` as an empty cache."""
+        return KVCache(tuple(k[slot] for k in self.k), tuple(v[slot] for v in self.v), 0, self, slot)
+
+
+def buffer_shape(cfg: Config, layer: int) -> tuple[int, int, int]:
+    """One sequence's key (or value) buffer of a layer: [n_kv_head, n_ctx or the window, d_head]."""
+    rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
+    return cfg.n_kv_head, rows, cfg.d_head
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Zeros whose memory the OS supplies 4 KB page by page as they are first written, so that a cache
+    buffer costs only the positions used. (np.zeros asks Linux for 2 MB pages for arrays this large: a
+    [n_kv_head, n_ctx, d_head] buffer then costs its whole size, zeroed, at its first write: SmolLM2's cache
+    took 377 MB and ~0.4 s for a 64-token prompt.)"""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    if size == 0:
+        return np.zeros(shape, dtype)
+    private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}  # POSIX
+    memory = mmap.mmap(-1, size, **private)  # anonymous memory: zero pages, mapped on first write
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux with transparent huge pages "always"
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype).reshape(shape)
 
 
 def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
@@ -77,23 +117,64 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
     return attention_output(z, blk.w_o, cfg, hook)
 
 
+# A long pass's attention goes by blocks of up to BLOCK queries (see attend), fewer as the keys grow so that a
+# block's scores [n_head, queries, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never under MIN_BLOCK.
+BLOCK, MIN_BLOCK, SCORES_BUDGET = 128, 16, 1 << 22
+
+
+def block_size(cfg: Config, n_keys: int) -> int:
+    """Queries per block of a pass that sees `n_keys` keys."""
+    return max(MIN_BLOCK, min(BLOCK, SCORES_BUDGET // (cfg.n_head * n_keys)))
+
+
 def attend(q, k, v, cfg: Config, k_buf, v_buf, start: int, hook, window: int | None) -> np.ndarray:
     """One sequence's new queries against its cache and new keys: each head's weighted values
-    [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. The batched decode step
-    (engine/batched.py) calls it once per sequence, with that sequence's own cache."""
-    n_seq, end = q.shape[1], start + q.shape[1]
+    [n_seq, n_head, d_head]. Query heads sharing a key/value head are batched. A long pass attends in blocks
+    of queries (block_size), each to the keys up to its own end, so that the scores the causal mask would
+    hide past a block are never computed (unless a hook wants the whole pattern). The batched decode step
+    (engine/batched.py) calls it once per sequence for caches of their own."""
     keys, values, first = remember(k_buf, v_buf, k, v, start, window,  # [n_kv_head, n_keys, d_head]
                                    in_order=hook.wants("attn.pattern"))
-    n_keys, group = end - first, cfg.n_head // cfg.n_kv_head  # group: query heads sharing one key/value head
+    size = block_size(cfg, keys.shape[1])
+    if hook.wants("attn.pattern") or q.shape[1] <= size:
+        z = weighted_values(q, keys, values, cfg, start, first, window, hook)
+    else:
+        z = np.concatenate([block_values(q[:, lo:lo + size], keys, values, cfg, start + lo, first, window)
+                            for lo in range(0, q.shape[1], size)], axis=1)
+    return hook("attn.z", z.transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+
+
+def block_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None) -> np.ndarray:
+    """weighted_values for a block of queries (positions start..), given only the keys it may see: from the
+    first of its window (or of the cache) to its own end."""
+    end = start + q.shape[1]
+    lo = first if window is None else max(first, start - window + 1)
+    return weighted_values(q, keys[:, lo - first:end - first], values[:, lo - first:end - first], cfg, start, lo,
+                           window, NO_POINTS)
+
+
+def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None, hook) -> np.ndarray:
+    """Queries of positions start.. [n_head, n_seq, d_head] against the keys and values of positions
+    first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head]."""
+    n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
     q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
     scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
-        scores += mask(start, end, first, window, scores.dtype)
+        hide(scores, start, first, window)
     pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
     pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group * n_seq, n_keys)
-    z = pattern @ values  # [n_kv_head, group * n_seq, d_head]
-    return hook("attn.z", z.reshape(cfg.n_head, n_seq, cfg.d_head).transpose(1, 0, 2))  # [n_seq, n_head, d_head]
+    return (pattern @ values).reshape(cfg.n_head, n_seq, cfg.d_head)  # [n_kv_head, group * n_seq, d_head] as heads
+
+
+def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
+    """Add -inf to the scores [..., n_seq, n_keys] of keys the queries may not see. Without a window every key
+    before the first query's position is seen: only the last n_seq columns need the mask."""
+    end = start + scores.shape[-2]
+    if window is None and start > first:
+        scores[..., start - first:] += mask(start, end, start, None, scores.dtype)
+    else:
+        scores += mask(start, end, first, window, scores.dtype)
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
@@ -131,7 +212,7 @@ def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
     buf[:, positions % size] = new[:, positions - start]
 
 
-@lru_cache(maxsize=4)  # every layer of a pass has the same (a chunk of a long prompt: [n_seq, up to n_ctx])
+@lru_cache(maxsize=16)  # every layer of a pass has the same (a block: [n_seq, n_seq] without a window)
 def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
     """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]
     (read-only: shared between calls)."""

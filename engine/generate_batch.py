@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .attention import KVCache, RowCaches
 from .batched import forward_rows
 from .context import slide
 from .generate import Generation, GenerationResult, StreamedText
@@ -29,15 +30,16 @@ from .sampling import sample
 class Row:
     """One request's run inside a batch: the state `generate.run` keeps in its local variables."""
 
-    def __init__(self, index: int, generation: Generation):
+    def __init__(self, index: int, generation: Generation, slot: KVCache):
         self.index, self.model, self.req, self.on_notice = (index, generation.model, generation.request,
                                                             generation.on_notice)
+        self.slot = slot  # the row's empty cache: its slot of the batch's buffers
         self.rng = np.random.default_rng(self.req.seed)  # the row's own generator: as a single run with its seed
         self.text = StreamedText(self.req.stop)
         self.ids: list[int] = []
         self.context = list(self.req.prompt_ids)
         self.token = -1  # the token just taken, which the next decode step runs
-        self.logits, self.cache = self.model.forward(self.context)  # the prompt, prefilled alone
+        self.logits, self.cache = self.model.forward(self.context, slot)  # the prompt, prefilled alone
 
     def choose(self) -> GenerationResult | None:
         """Sample the next token; the row's result when that ends its run (None while it goes on)."""
@@ -63,7 +65,7 @@ class Row:
     def slide(self) -> None:
         """The window is full: continue from its last half, prefilled again (as generate.run does)."""
         self.context = slide(self.context, self.model.config.n_ctx, self.on_notice)
-        self.logits, self.cache = self.model.forward(self.context)
+        self.logits, self.cache = self.model.forward(self.context, self.slot)
 
 
 def batchable(generation: Generation) -> bool:
@@ -83,7 +85,11 @@ def run_batch(generations: Sequence[Generation]) -> Iterator[tuple[int, Generati
     for i, generation in enumerate(generations):
         if i not in plain:
             yield i, generation.result()
-    live = [Row(i, generations[i]) for i in plain]
+    if not plain:
+        return
+    model = generations[plain[0]].model
+    caches = RowCaches.empty(model.config, len(plain), model.weights.embed.dtype)
+    live = [Row(i, generations[i], caches.cache(slot)) for slot, i in enumerate(plain)]
     while live:
         going = []
         for row in live:

@@ -164,11 +164,11 @@ def embed(ids: np.ndarray, weights: Weights, cfg: Config, start: int, hook) -> n
     return x
 
 
-# A long prompt runs in chunks of positions, each attending only to the keys before its end: memory holds one
-# chunk's activations and attention scores, not the whole prompt's, and the causal mask's upper triangle is
-# computed only inside a chunk. Chunks have up to CHUNK positions, fewer late in a long prompt, so that
-# the scores [n_head, rows, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never fewer than MIN_CHUNK.
-CHUNK, MIN_CHUNK, SCORES_BUDGET = 512, 64, 1 << 22
+# A long prompt runs in chunks of up to CHUNK positions, each attending only to the keys before its end: memory
+# holds one chunk's activations, not the whole prompt's. Within a pass, attention goes by blocks of queries
+# whose scores stay within attention.SCORES_BUDGET numbers, so chunks need not shrink as the keys grow (the
+# matrix products run on CHUNK rows, where the BLAS is fastest).
+CHUNK = 512
 
 
 def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
@@ -197,7 +197,7 @@ def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = N
     """`forward` one chunk of positions at a time: yields (logits, cache after the chunk) per chunk, logits
     [n_chunk, n_vocab] (without all_logits, [1, n_vocab] for each chunk's last position).
 
-    `chunk` caps the positions per pass (default: CHUNK, fewer as the keys grow, see SCORES_BUDGET). With
+    `chunk` caps the positions per pass (default: CHUNK). With
     hooks the pass is never split, so that hooks see the whole sequence's activations (and patterns) at once.
     """
     cache = cache if cache is not None else KVCache.empty(cfg, weights.embed.dtype)
@@ -217,11 +217,8 @@ def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = N
 
 
 def chunk_size(cfg: Config, start: int, chunk: int | None) -> int:
-    """Positions in the pass starting at `start`: `chunk`, or CHUNK or fewer so that the scores of a pass
-    [n_head, rows, keys <= start + CHUNK] stay within SCORES_BUDGET numbers."""
-    if chunk is not None:
-        return chunk
-    return max(MIN_CHUNK, min(CHUNK, SCORES_BUDGET // (cfg.n_head * (start + CHUNK))))
+    """Positions in the pass starting at `start`: `chunk`, or CHUNK."""
+    return chunk if chunk is not None else CHUNK
 
 
 def checked_ids(ids, cfg: Config, start: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 from conftest import write_tiny_llama
 
 from llmx.engine import KVCache, Sampling, load
+from llmx.engine.attention import RowCaches
 from llmx.engine.batched import forward_rows
 from llmx.engine.generate_batch import run_batch
 from llmx.engine.model import Norm, astype
@@ -75,6 +76,52 @@ def test_ragged_rows_equal_single_passes_in_float64(lm):
         assert new.length == cache.length + 1
     float32, _ = forward_rows(tokens, lm.weights, lm.config, prefilled(lm)[1])
     assert np.abs(float32 - rows).max() > 0  # the float32 rows are not the float64 ones: the check above can fail
+
+
+def slotted(lm, texts):
+    """As `prefilled`, each cache a slot of one RowCaches (the batched attention's layout)."""
+    rows, caches, tokens = RowCaches.empty(lm.config, len(texts), lm.weights.embed.dtype), [], []
+    for slot, text in enumerate(texts):
+        logits, cache = lm.forward(lm.prompt_ids(text), rows.cache(slot))
+        caches.append(cache)
+        tokens.append(int(np.argmax(logits)))
+    return tokens, caches
+
+
+def test_slotted_rows_attend_together_and_equal_single_passes_in_float64(lm):
+    """Rows in slots of one buffer attend in one product, masked past each row's length: ragged rows, a slot
+    left out between them (as when a row has finished), grouped-query heads (Llama) and a local layer's ring
+    buffer before and after it wraps (the Gemma-shaped model's window is 5), over several steps."""
+    lm64 = dataclasses.replace(lm, weights=astype(lm.weights, np.float64))
+    texts = TEXTS + ["Once upon a time there was"]
+    tokens, slots = slotted(lm64, texts)
+    _, singles = prefilled(lm64, texts)
+    keep = [0, 2, 3, 4]  # slot 1 idle
+    tokens, slots, singles = [tokens[i] for i in keep], [slots[i] for i in keep], [singles[i] for i in keep]
+    first_tokens = tokens
+    for step in range(3):
+        rows, slots = forward_rows(tokens, lm64.weights, lm64.config, slots)
+        first_rows = rows if step == 0 else first_rows
+        for r, (token, cache) in enumerate(zip(tokens, singles)):
+            single, singles[r] = lm64.forward([token], cache)
+            np.testing.assert_allclose(rows[r], single, rtol=0, atol=1e-9)
+            assert slots[r].length == singles[r].length
+        tokens = [int(np.argmax(row)) for row in rows]
+    assert min(s.length for s in slots) < 5 < max(s.length for s in slots)  # ragged, some past the window
+    float32, _ = forward_rows(first_tokens[:2], lm.weights, lm.config, slotted(lm, texts)[1][:2])
+    assert np.abs(float32 - first_rows[:2]).max() > 0  # float32 is not float64: the checks above can fail
+
+
+def test_slotted_greedy_batch_equals_single_runs(lm):
+    """complete_batch puts its rows in slots of one RowCaches: greedy tokens equal single runs', rows
+    finishing at different steps (idle slots among the live ones)."""
+    prompts, greedy = [lm.prompt_ids(t) for t in TEXTS], Sampling(temperature=0)
+    lengths = [9, 3, 14, 6]
+    batch = [lm.complete_batch([p], n, sampling=greedy)[0] for p, n in zip(prompts, lengths)]
+    together = [r for _, r in sorted(run_batch([lm.generate(p, n, sampling=greedy)
+                                                for p, n in zip(prompts, lengths)]), key=lambda f: f[0])]
+    same(together, batch)
+    same(together, [lm.complete(p, n, sampling=greedy) for p, n in zip(prompts, lengths)])
 
 
 def test_the_step_needs_room_and_one_token_per_cache(lm):

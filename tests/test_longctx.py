@@ -18,7 +18,8 @@ import conftest
 import float64
 from llmx.engine import load
 from llmx.engine import model as model_module
-from llmx.engine.hooks import Trace
+from llmx.engine import attention as attention_module
+from llmx.engine.hooks import Hooks, Trace
 from llmx.engine.model import chunk_size, forward
 
 IDS = [int(i) for i in np.random.default_rng(3).integers(0, 50257, 60)]
@@ -54,6 +55,30 @@ def test_chunked_logits_equal_one_pass_within_float32_rounding(tiny, chunk):
     assert chunked.shape == whole.shape == (len(IDS), tiny.config.n_vocab)
     np.testing.assert_allclose(chunked, exact, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
     np.testing.assert_allclose(whole, exact, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
+@pytest.mark.parametrize("block", [5, 16])
+def test_attention_in_blocks_equals_one_pass(tiny, block, monkeypatch):
+    """Queries attend in blocks (each to the keys up to its own end; on a local layer from the start of its
+    first query's window): the float64 logits are the unsplit attention's, whole and after a cached prefix,
+    and the pattern a hook sees (which turns blocks off) is the same pass's."""
+    exact = float64.llmx_float64(tiny)
+    monkeypatch.setattr(attention_module, "BLOCK", 10_000)
+    whole, _ = run(exact, IDS, all_logits=True)
+    _, prefix = run(exact, IDS[:9])
+    after, _ = run(exact, IDS[9:], cache=prefix, all_logits=True)
+    monkeypatch.setattr(attention_module, "BLOCK", block)
+    monkeypatch.setattr(attention_module, "MIN_BLOCK", block)
+    blocked, _ = run(exact, IDS, all_logits=True)
+    _, prefix = run(exact, IDS[:9])
+    blocked_after, _ = run(exact, IDS[9:], cache=prefix, all_logits=True)
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(blocked_after, after, rtol=0, atol=1e-12)
+    assert np.abs(whole[9:] - after).max() < 1e-9 and np.abs(whole).max() > 1e-3
+    trace = Trace(["blocks.0.attn.pattern"])
+    hooked, _ = run(exact, IDS, all_logits=True, hooks=trace)
+    np.testing.assert_allclose(hooked, whole, rtol=0, atol=1e-12)
+    assert trace["blocks.0.attn.pattern"].shape == (tiny.config.n_head, len(IDS), len(IDS))
 
 
 def test_chunked_cache_continues_like_one_pass(tiny):
@@ -100,18 +125,19 @@ def test_progress_hears_each_chunk_of_a_split_pass_only(tiny_gpt2_model):
     assert calls == []
 
 
-def test_chunks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
+def test_attention_blocks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
     cfg = dataclasses.replace(tiny_llama_model.config, n_head=9, n_ctx=8192)
-    sizes = [chunk_size(cfg, start, None) for start in (0, 1000, 4000, 8000)]
-    assert sizes[0] == model_module.CHUNK and sizes == sorted(sizes, reverse=True)
-    for start, size in zip((0, 1000, 4000, 8000), sizes):
-        assert size == model_module.MIN_CHUNK or cfg.n_head * size * (start + size) <= model_module.SCORES_BUDGET
+    keys = (512, 1000, 4000, 8000, 100_000)
+    sizes = [attention_module.block_size(cfg, n) for n in keys]
+    assert sizes[0] == attention_module.BLOCK and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] == attention_module.MIN_BLOCK and chunk_size(cfg, 8000, None) == model_module.CHUNK
+    for n, size in zip(keys[:-1], sizes):
+        assert cfg.n_head * size * n <= attention_module.SCORES_BUDGET
 
 
 def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model, monkeypatch):
     """score keeps one chunk's logits at a time; its log-probs are those of the float64 logits."""
     monkeypatch.setattr(model_module, "CHUNK", 8)
-    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
     scored = tiny_gpt2_model.score(IDS[:50])
     exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:50], all_logits=True)
     shifted = exact - exact.max(axis=1, keepdims=True)
@@ -123,7 +149,6 @@ def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model,
 
 def test_score_in_sliding_windows_still_covers_every_token(tiny_gpt2_model, monkeypatch):
     monkeypatch.setattr(model_module, "CHUNK", 8)
-    monkeypatch.setattr(model_module, "MIN_CHUNK", 8)
     ids = IDS * 2  # 120 tokens, context 64
     chunked = tiny_gpt2_model.score(ids, stride=20)
     monkeypatch.setattr(model_module, "CHUNK", 512)
@@ -142,18 +167,21 @@ def peak_bytes(fn) -> int:
         tracemalloc.stop()
 
 
-def test_a_chunked_pass_holds_one_chunks_scores_not_the_whole_prompts(tiny_gpt2_model):
-    """A 1,024-position pass through a GPT-2 widened to that context: the [n_head, n, n] scores (16 MB)
-    and their softmax dominate one pass; in chunks of 64 they are 1 MB each."""
+def test_a_long_pass_holds_one_blocks_scores_not_the_whole_prompts(tiny_gpt2_model):
+    """A 1,024-position pass through a GPT-2 widened to that context: its [n_head, n, n] scores (16 MB) exist
+    whole only for a hook on the pattern (a pass with hooks is never split); a plain pass, whole or in chunks,
+    attends in blocks of BLOCK queries, each to the keys up to its own end, and holds one block's scores."""
     cfg = dataclasses.replace(tiny_gpt2_model.config, n_ctx=1024)
     weights = dataclasses.replace(tiny_gpt2_model.weights,
                                   pos_embed=np.resize(tiny_gpt2_model.weights.pos_embed, (1024, cfg.n_embd)))
     ids = np.resize(IDS, 1024)
+    seen = Hooks().add("blocks.0.attn.pattern", lambda value, site: None)
+    hooked = peak_bytes(lambda: forward(ids, weights, cfg, hooks=seen))
     whole = peak_bytes(lambda: forward(ids, weights, cfg, chunk=1024))
     chunked = peak_bytes(lambda: forward(ids, weights, cfg, chunk=64))
     scores = cfg.n_head * 1024 * 1024 * 4
-    assert whole > 2 * scores
-    assert chunked < whole - 1.5 * scores
+    assert hooked > scores
+    assert whole < hooked - 0.75 * scores and chunked < hooked - 0.75 * scores
 
 
 def test_the_prefill_bar_shows_only_on_a_terminal_and_after_its_delay(monkeypatch):
