@@ -171,3 +171,31 @@ def test_params_are_row_major_copies_or_shared_frozen_arrays(tiny_gpt2):
     copied, shared = to_params(weights), to_params(weights, copy=False)
     assert all(a.flags.c_contiguous and a.dtype == np.float32 for a in [*copied.values(), *shared.values()])
     assert not np.shares_memory(copied["embed"], weights.embed) and shared["embed"] is weights.embed
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_rows_split_between_threads_give_the_one_thread_gradient(name, tiny_gpt2, tiny_llama):
+    """With 2 BLAS threads, batch_gradient runs 3 rows as parts of 2 and 1 in 2 threads, each part's mean weighed
+    by its share of the masked positions (uneven here: 2 + 16 + 9 of 3 x 16): loss and every gradient equal one
+    thread's on the whole batch, in float64 to rounding, with full training and with LoRA."""
+    from threadpoolctl import threadpool_limits
+
+    from llmx.engine.train.step import batch_gradient
+
+    model = load(str(tiny_gpt2 if name == "gpt2" else tiny_llama))
+    ids, targets, mask = data(model.config.n_vocab, 0, batch=3)
+    mask[0, 2:] = 0
+    mask[2, :7] = 0
+    params = to_params(model.weights, np.float64)
+    spec = lora_spec(model.config, 2, 4.0)
+    adapters = init_adapters(params, spec, np.random.default_rng(0))
+    for name in adapters[1::2]:  # every B: B = 0 would make every dA zero
+        params[name][...] = np.random.default_rng(1).normal(0, 0.1, params[name].shape)
+    for trainable, lora in ((set(params) - set(adapters), None), (set(adapters), spec)):
+        with threadpool_limits(1, user_api="blas"):
+            one = batch_gradient(params, model.config, ids, targets, mask, trainable, lora)
+        with threadpool_limits(2, user_api="blas"):
+            split = batch_gradient(params, model.config, ids, targets, mask, trainable, lora)
+        assert abs(one[0] - split[0]) < 1e-12 and set(one[1]) == set(split[1]) == trainable
+        for g in one[1]:
+            assert np.abs(one[1][g] - split[1][g]).max() < 1e-12, g
