@@ -6,8 +6,10 @@
 A step is forward, cross-entropy, backward, gradient clipping and AdamW on --batch rows of --ctx random tokens.
 PyTorch runs transformers' model (GPT2LMHeadModel / LlamaForCausalLM from the same weights) in float32, without
 dropout, with peft's LoRA on the same modules (all linear layers of the blocks, rank 8, alpha 16) or every weight
-trainable, torch.optim.AdamW and clip_grad_norm_. Both sides get the same threads; steps alternate, after one
-warm-up step each, and the medians are reported as tokens/s (batch x ctx / step time).
+trainable, torch.optim.AdamW and clip_grad_norm_. Both sides get the same threads (llmx splits the batch's rows
+between them, see engine/train/step.py; PyTorch splits each operation); steps alternate, after one warm-up step
+each, and the medians are reported as tokens/s (batch x ctx / step time). Timings on a machine shared with other
+work say little: a busy core stalls every product split between threads (PyTorch's too), so compare on a quiet one.
 """
 
 from __future__ import annotations
