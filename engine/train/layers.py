@@ -12,7 +12,8 @@ import numpy as np
 
 
 GELU_C = 0.7978845608028654  # sqrt(2 / pi)
-ATTN_BLOCK = 64  # query positions per block of causal attention (see attention_forward)
+ATTN_BLOCK = 64  # query positions per block of causal attention (see attention_forward); SmolLM2 at 4 x 256,
+# one thread: a layer's attention forward + backward took 12 + 23 ms of CPU as one block, 9 + 13 ms in blocks of 64
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
