@@ -6,8 +6,10 @@
 A step is forward, cross-entropy, backward, gradient clipping and AdamW on --batch rows of --ctx random tokens.
 PyTorch runs transformers' model (GPT2LMHeadModel / LlamaForCausalLM from the same weights) in float32, without
 dropout, with peft's LoRA on the same modules (all linear layers of the blocks, rank 8, alpha 16) or every weight
-trainable, torch.optim.AdamW and clip_grad_norm_. Both sides get the same threads; steps alternate, after one
-warm-up step each, and the medians are reported as tokens/s (batch x ctx / step time).
+trainable, torch.optim.AdamW and clip_grad_norm_. Both sides get the same threads (llmx splits the batch's rows
+between them, see engine/train/step.py; PyTorch splits each operation); steps alternate, after one warm-up step
+each, and the medians are reported as tokens/s (batch x ctx / step time). Timings on a machine shared with other
+work say little: a busy core stalls every product split between threads (PyTorch's too), so compare on a quiet one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,8 +68,17 @@ def torch_step(reference, full: bool, ids):
     return step
 
 
-def compare_training(load_ours, load_theirs, label: str, batch: int, ctx: int, repeats: int) -> dict:
-    """{row name: (llmx tokens/s, PyTorch tokens/s)} for LoRA and full training of one model."""
+def cpu_timed(fn) -> float:
+    """CPU seconds fn takes, in all the process's threads: the work done, however much of the cores other processes
+    take. With --threads 1 a fair comparison on a busy machine; with more it also counts threads spinning idle."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def compare_training(load_ours, load_theirs, label: str, batch: int, ctx: int, repeats: int, clock=timed) -> dict:
+    """{row name: (llmx tokens/s, PyTorch tokens/s)} for LoRA and full training of one model (per CPU second with
+    clock=cpu_timed)."""
     import numpy as np
 
     rows = {}
@@ -75,15 +87,16 @@ def compare_training(load_ours, load_theirs, label: str, batch: int, ctx: int, r
         ids = np.random.default_rng(0).integers(0, model.config.n_vocab, (batch, ctx + 1))
         ours, theirs = llmx_step(model, full, ids), torch_step(load_theirs(), full, ids)
         ours(), theirs()  # warm-up: first-touch of optimizer state, allocator pools
-        times = [(timed(ours), timed(theirs)) for _ in range(repeats)]
-        name = f"{label}, {'full' if full else f'LoRA r{RANK}'}, {batch} x {ctx} (tokens/s)"
+        times = [(clock(ours), clock(theirs)) for _ in range(repeats)]
+        unit = "tokens/CPU s" if clock is cpu_timed else "tokens/s"
+        name = f"{label}, {'full' if full else f'LoRA r{RANK}'}, {batch} x {ctx} ({unit})"
         rows[name] = tuple(batch * ctx / statistics.median(t) for t in zip(*times))
         del ours, theirs
     return rows
 
 
 def print_finetune_rows(gpt2_checkpoint: Path, smollm2: Path | None, repeats: int, batch: int = 4,
-                        ctx: int = 256) -> None:
+                        ctx: int = 256, clock=timed) -> None:
     import torch
     from llmx.engine import load
     from transformers import AutoModelForCausalLM
@@ -92,10 +105,10 @@ def print_finetune_rows(gpt2_checkpoint: Path, smollm2: Path | None, repeats: in
           f"(+ peft for LoRA), {torch.get_num_threads()} threads, medians of {repeats}:")
     rows = compare_training(lambda: load(str(gpt2_checkpoint)),
                             lambda: AutoModelForCausalLM.from_pretrained(gpt2_checkpoint, dtype=torch.float32),
-                            "GPT-2 small", batch, ctx, repeats)
+                            "GPT-2 small", batch, ctx, repeats, clock)
     if smollm2:
         rows |= compare_training(lambda: load(str(smollm2)), lambda: AutoModelForCausalLM.from_pretrained(
-            smollm2.parent, gguf_file=smollm2.name, dtype=torch.float32), "SmolLM2-135M", batch, ctx, repeats)
+            smollm2.parent, gguf_file=smollm2.name, dtype=torch.float32), "SmolLM2-135M", batch, ctx, repeats, clock)
     print_table(rows)
 
 
@@ -105,6 +118,8 @@ def main() -> None:
     parser.add_argument("--smollm2", type=Path, help="also compare on this SmolLM2 GGUF file")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--ctx", type=int, default=256)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time CPU seconds, not wall-clock (use with --threads 1)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
@@ -112,7 +127,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print_finetune_rows(write_checkpoint("small"), args.smollm2, args.repeats, args.batch, args.ctx)
+    print_finetune_rows(write_checkpoint("small"), args.smollm2, args.repeats, args.batch, args.ctx,
+                        cpu_timed if args.cpu_time else timed)
 
 
 if __name__ == "__main__":

@@ -125,3 +125,57 @@ def test_the_loss_head_in_chunks_equals_it_whole(monkeypatch):
     assert np.abs(whole[1].d_x - chunked[1].d_x).max() < 1e-12
     assert np.abs(whole[1].d_unembed - chunked[1].d_unembed).max() < 1e-12
     assert np.all(chunked[1].d_x[mask == 0] == 0)  # positions left out of the loss get no gradient
+
+
+def test_lora_gradients_agree_with_finite_differences(tiny_llama):
+    """dA and dB (the scale is applied to x A^T in both passes) against central differences in float64."""
+    from llmx.engine.train.lora import init_adapters, lora_spec
+
+    model = load(str(tiny_llama))
+    ids, targets, mask = batch(model.config.n_vocab, seed=4)
+    params = to_params(model.weights, np.float64)
+    spec = lora_spec(model.config, 2, 8.0)
+    names = init_adapters(params, spec, np.random.default_rng(0))
+    rng = np.random.default_rng(5)
+    for name in names:
+        if name.endswith(".B"):  # B = 0 would make every dA zero
+            params[name][...] = rng.normal(0, 0.1, params[name].shape)
+    _, tape = train_forward(params, model.config, ids, targets, mask, spec, trainable=set(names))
+    grads = train_backward(tape, params, model.config, set(names), spec)
+    assert set(grads) == set(names)
+    for name in ("blocks.0.w_qkv.lora.k_proj.A", "blocks.0.w_qkv.lora.v_proj.B", "blocks.1.w_in.lora.up_proj.B",
+                 "blocks.1.w_out.lora.down_proj.A"):
+        index = tuple(rng.integers(0, n) for n in params[name].shape)
+        h, saved = 1e-6, params[name][index]
+        params[name][index] = saved + h
+        up, _ = train_forward(params, model.config, ids, targets, mask, spec)
+        params[name][index] = saved - h
+        down, _ = train_forward(params, model.config, ids, targets, mask, spec)
+        params[name][index] = saved
+        assert abs((up - down) / (2 * h) - grads[name][index]) < 1e-7, name
+
+
+@pytest.mark.parametrize("window, key_widths", [(None, [5, 10, 13]), (4, [5, 8, 6]), (7, [5, 10, 9])])
+@pytest.mark.parametrize("n_head, n_kv_head", [(4, 4), (6, 2)])
+def test_blocked_causal_attention_equals_the_full_square(monkeypatch, n_head, n_kv_head, window, key_widths):
+    """Blocks of 5 query positions over 13 (5, 5, 3: a short last block), with or without a sliding window (a block
+    then starts its keys window - 1 before its first query), against the plain causal attention of the whole
+    [n_seq, n_seq] square, written out here, and its gradients through one block; float64, so rounding only."""
+    rng = np.random.default_rng(6)
+    q, dz = rng.normal(size=(2, n_head, 13, 8)), rng.normal(size=(2, n_head, 13, 8))
+    k, v = rng.normal(size=(2, n_kv_head, 13, 8)), rng.normal(size=(2, n_kv_head, 13, 8))
+    group = n_head // n_kv_head
+    scores = q @ np.repeat(k, group, axis=1).swapaxes(-1, -2) / np.sqrt(8)
+    dest, src = np.arange(13)[:, None], np.arange(13)[None, :]
+    scores[..., (src > dest) | (dest - src >= (window or 13))] = -np.inf
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    plain = p @ np.repeat(v, group, axis=1)
+    monkeypatch.setattr(L, "ATTN_BLOCK", 13)
+    whole = L.attention_backward(dz, L.attention_forward(q, k, v, window)[1])
+    monkeypatch.setattr(L, "ATTN_BLOCK", 5)
+    z, saved = L.attention_forward(q, k, v, window)
+    assert [block.shape[-1] for block in saved[3]] == key_widths
+    assert np.abs(z - plain).max() < 1e-12
+    for blocked, one in zip(L.attention_backward(dz, saved), whole):
+        assert np.abs(blocked - one).max() < 1e-12

@@ -171,3 +171,44 @@ def test_params_are_row_major_copies_or_shared_frozen_arrays(tiny_gpt2):
     copied, shared = to_params(weights), to_params(weights, copy=False)
     assert all(a.flags.c_contiguous and a.dtype == np.float32 for a in [*copied.values(), *shared.values()])
     assert not np.shares_memory(copied["embed"], weights.embed) and shared["embed"] is weights.embed
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_rows_split_between_threads_give_the_one_thread_gradient(name, tiny_gpt2, tiny_llama):
+    """With 2 threads, batch_gradient runs 3 rows as parts of 2 and 1 in 2 threads, each part's mean weighed
+    by its share of the masked positions (uneven here: 2 + 16 + 9 of 3 x 16): loss and every gradient equal one
+    thread's on the whole batch, in float64 to rounding, with full training and with LoRA."""
+    from llmx.engine.train.step import batch_gradient
+
+    model = load(str(tiny_gpt2 if name == "gpt2" else tiny_llama))
+    ids, targets, mask = data(model.config.n_vocab, 0, batch=3)
+    mask[0, 2:] = 0
+    mask[2, :7] = 0
+    params = to_params(model.weights, np.float64)
+    spec = lora_spec(model.config, 2, 4.0)
+    adapters = init_adapters(params, spec, np.random.default_rng(0))
+    for name in adapters[1::2]:  # every B: B = 0 would make every dA zero
+        params[name][...] = np.random.default_rng(1).normal(0, 0.1, params[name].shape)
+    for trainable, lora in ((set(params) - set(adapters), None), (set(adapters), spec)):
+        one = batch_gradient(params, model.config, ids, targets, mask, trainable, lora, threads=1)
+        split = batch_gradient(params, model.config, ids, targets, mask, trainable, lora, threads=2)
+        assert abs(one[0] - split[0]) < 1e-12 and set(one[1]) == set(split[1]) == trainable
+        for g in one[1]:
+            assert np.abs(one[1][g] - split[1][g]).max() < 1e-12, g
+
+
+def test_adamw_in_threads_updates_as_in_one():
+    """Each parameter's update is the same arithmetic whichever thread runs it: equal to the last bit."""
+    from llmx.engine.train.optim import adamw_step
+
+    shapes = {"a": (30, 20), "b": (20,), "c": (5, 7, 3), "d": (1,)}
+    results = []
+    for threads in (1, 3):
+        params = {n: np.random.default_rng(1).normal(size=s).astype(np.float32) for n, s in shapes.items()}
+        state, opt = adamw_state(params, params), AdamW(lr=1e-2, weight_decay=0.1)
+        for seed in range(3):
+            grads = {n: np.random.default_rng(seed).normal(size=s).astype(np.float32) for n, s in shapes.items()}
+            adamw_step(params, grads, state, opt, opt.lr, threads=threads)
+        results.append(params)
+    assert all(np.array_equal(results[0][n], results[1][n]) for n in shapes)
+    assert not np.array_equal(results[0]["a"], np.random.default_rng(1).normal(size=(30, 20)).astype(np.float32))

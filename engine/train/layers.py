@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn import log_softmax, softmax
 
 GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+ATTN_BLOCK = 64  # query positions per block of causal attention (see attention_forward); SmolLM2 at 4 x 256,
+# one thread: a layer's attention forward + backward took 12 + 23 ms of CPU as one block, 9 + 13 ms in blocks of 64
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -81,16 +82,32 @@ def swiglu_forward(h: np.ndarray, n_ff: int):
     """SiLU(gate) * up, gate and up the two halves of w_in's output: [..., 2 n_ff] -> [..., n_ff].
     Saves (gate, up, sigmoid(gate))."""
     gate, up = h[..., :n_ff], h[..., n_ff:]
+    s = np.negative(gate)  # sigmoid(gate) = 1 / (1 + exp(-gate)), each step in place in this one array
     with np.errstate(over="ignore"):  # exp(-gate) overflowing to inf gives sigmoid 0, the limit
-        s = 1 / (1 + np.exp(-gate))
-    return gate * s * up, (gate, up, s)
+        np.exp(s, out=s)
+    s += 1
+    np.reciprocal(s, out=s)
+    out = gate * s
+    out *= up
+    return out, (gate, up, s)
 
 
 def swiglu_backward(dy: np.ndarray, saved) -> np.ndarray:
-    """d SiLU(g) / dg = s (1 + g (1 - s)); d/d up = SiLU(gate). Returns [..., 2 n_ff], gate half first."""
+    """d SiLU(g) / dg = s (1 + g (1 - s)); d/d up = SiLU(gate). Returns [..., 2 n_ff], gate half first, each half
+    computed in place in its part of the result."""
     gate, up, s = saved
-    d_gate = dy * up * s * (1 + gate * (1 - s))
-    return np.concatenate([d_gate, dy * gate * s], axis=-1)
+    n_ff = gate.shape[-1]
+    dh = np.empty(dy.shape[:-1] + (2 * n_ff,), dy.dtype)
+    d_gate, d_up = dh[..., :n_ff], dh[..., n_ff:]
+    np.subtract(1, s, out=d_gate)
+    d_gate *= gate
+    d_gate += 1
+    d_gate *= s
+    d_gate *= up
+    d_gate *= dy  # dy up s (1 + gate (1 - s))
+    np.multiply(gate, s, out=d_up)
+    d_up *= dy  # dy SiLU(gate)
+    return dh
 
 
 def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -107,44 +124,88 @@ def rope_backward(dy: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarra
 
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int | None = None):
-    """Causal attention with grouped-query heads, over the last `window` positions if given (see causal_mask).
+    """Causal attention with grouped-query heads, ATTN_BLOCK query positions at a time, over the last `window`
+    positions if given (Gemma's local layers: see block_keys).
 
     q: [batch, n_head, n_seq, d_head]; k, v: [batch, n_kv_head, n_seq, d_head]; each key/value head serves
-    n_head / n_kv_head query heads (a reshape, never a copy of k and v). Returns z like q, saves (q, k, v, p).
+    n_head / n_kv_head query heads (a reshape, never a copy of k and v). Returns z like q, saves (q / sqrt(d), k, v,
+    each block's p, window). The queries of positions [lo, hi) see keys [start, hi) only: a block's scores skip the
+    keys after it, all masked, so the scores, their softmax and both products shrink to (n + ATTN_BLOCK) / 2n of the
+    full square (and to about window + ATTN_BLOCK keys a block with a window).
     """
     batch, n_head, n_seq, d_head = q.shape
     n_kv = k.shape[1]
     q5 = q.reshape(batch, n_kv, n_head // n_kv, n_seq, d_head)  # [batch, n_kv_head, group, n_seq, d_head]
-    scores = q5 @ k[:, :, None].swapaxes(-1, -2)  # [batch, n_kv_head, group, n_seq (dest), n_seq (src)]
-    scores *= scores.dtype.type(1 / np.sqrt(d_head))
-    scores += causal_mask(n_seq, window, scores.dtype)  # no looking at the future (nor too far back)
-    p = softmax(scores)
-    z = p @ v[:, :, None]  # [batch, n_kv_head, group, n_seq, d_head]
-    return z.reshape(q.shape), (q5, k, v, p)
+    q5 = q5 * q5.dtype.type(1 / np.sqrt(d_head))  # scaled here, on [.., d_head], not on the wider scores
+    k5, v5 = k[:, :, None], v[:, :, None]  # [batch, n_kv_head, 1, n_seq, d_head]: broadcast over the group
+    z, probs = np.empty_like(q5), []
+    for lo, hi, start in block_keys(n_seq, window):
+        scores = q5[..., lo:hi, :] @ k5[..., start:hi, :].swapaxes(-1, -2)  # [.., group, hi - lo, hi - start]
+        mask_block(scores, lo, start, window)
+        p = softmax_in_place(scores)
+        np.matmul(p, v5[..., start:hi, :], out=z[..., lo:hi, :])  # [.., hi - lo, hi - start] @ [.., hi - start, d_head]
+        probs.append(p)
+    return z.reshape(q.shape), (q5, k, v, probs, window)
 
 
-def causal_mask(n_seq: int, window: int | None, dtype) -> np.ndarray:
-    """-inf where position dest (row) may not see position src (column): src > dest, and with a window (Gemma's
-    local layers, as engine/attention.mask) dest - src >= window, so that a position sees `window` positions, its
-    own included. The backward needs no mask: softmax gives those scores probability 0, hence gradient 0."""
-    hidden = np.triu(np.ones((n_seq, n_seq), bool), k=1)
+def block_keys(n_seq: int, window: int | None) -> list[tuple[int, int, int]]:
+    """(lo, hi, start) of each block of queries: the keys it may see are [start, hi). With a window a position
+    sees `window` positions, its own included (as engine/attention.mask), so the block's first sees lo - window + 1."""
+    return [(lo, hi, 0 if window is None else max(0, lo - window + 1)) for lo, hi in causal_blocks(n_seq)]
+
+
+def mask_block(scores: np.ndarray, lo: int, start: int, window: int | None) -> None:
+    """-inf, in place, on the scores [.., dest lo.., src start..] a position may not see: a later key (src > dest)
+    and, with a window, one too far back (dest - src >= window). The backward needs no mask: softmax gives those
+    scores probability 0, hence gradient 0."""
+    n, n_keys = scores.shape[-2:]
+    scores[..., lo - start:] += future_mask(n, scores.dtype)  # the block's own square: no looking at the future
     if window is not None:
-        hidden |= np.tril(np.ones((n_seq, n_seq), bool), k=-window)
-    return np.where(hidden, dtype.type(-np.inf), dtype.type(0))  # [n_seq (dest), n_seq (src)]
+        dest, src = np.arange(lo, lo + n)[:, None], np.arange(start, start + n_keys)[None, :]
+        scores[..., dest - src >= window] = -np.inf  # [n, n_keys] selects the same cells of every head
 
 
 def attention_backward(dz: np.ndarray, saved):
-    """Through z = p v, p = softmax(s), s = q k^T / sqrt(d): softmax's backward is p (dp - sum(dp p)).
-    A key/value head's gradient sums over the query heads of its group. (dq, dk, dv)."""
-    q5, k, v, p = saved
+    """Through z = p v, p = softmax(s), s = q k^T / sqrt(d), block by block as the forward pass: softmax's backward
+    is p (dp - sum(dp p)). A key/value head's gradient sums over the query heads of its group. (dq, dk, dv)."""
+    q5, k, v, probs, window = saved  # q5 already divided by sqrt(d_head)
     dz5 = dz.reshape(q5.shape)
-    dp = dz5 @ v[:, :, None].swapaxes(-1, -2)  # [batch, n_kv_head, group, n_seq, n_seq]
-    dv = (p.swapaxes(-1, -2) @ dz5).sum(axis=2)  # [batch, n_kv_head, n_seq, d_head]
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-    ds *= ds.dtype.type(1 / np.sqrt(q5.shape[-1]))
-    dq = (ds @ k[:, :, None]).reshape(dz.shape)
-    dk = (ds.swapaxes(-1, -2) @ q5).sum(axis=2)
-    return dq, dk, dv
+    k5, v5 = k[:, :, None], v[:, :, None]
+    dq, dk, dv = np.empty_like(q5), np.zeros_like(k), np.zeros_like(v)
+    for (lo, hi, start), p in zip(block_keys(q5.shape[-2], window), probs):
+        dz_block = dz5[..., lo:hi, :]
+        ds = dz_block @ v5[..., start:hi, :].swapaxes(-1, -2)  # dp: [batch, n_kv_head, group, hi - lo, hi - start]
+        dv[:, :, start:hi] += group_rows(p).swapaxes(-1, -2) @ group_rows(dz_block)  # [batch, n_kv_head, .., d_head]
+        ds -= (ds * p).sum(axis=-1, keepdims=True)
+        ds *= p  # ds = p (dp - sum(dp p)), in dp's memory
+        np.matmul(ds, k5[..., start:hi, :], out=dq[..., lo:hi, :])
+        dk[:, :, start:hi] += group_rows(ds).swapaxes(-1, -2) @ group_rows(q5[..., lo:hi, :])  # q5 brings 1/sqrt(d)
+    dq *= dq.dtype.type(1 / np.sqrt(q5.shape[-1]))
+    return dq.reshape(dz.shape), dk, dv
+
+
+def causal_blocks(n_seq: int) -> list[tuple[int, int]]:
+    """(lo, hi) of each block of ATTN_BLOCK query positions."""
+    return [(lo, min(lo + ATTN_BLOCK, n_seq)) for lo in range(0, n_seq, ATTN_BLOCK)]
+
+
+def group_rows(x: np.ndarray) -> np.ndarray:
+    """[batch, n_kv_head, group, rows, cols] -> [batch, n_kv_head, group * rows, cols]: a key/value head's gradient
+    sums over the rows of all its query heads, so one product with group * rows terms does the sum."""
+    return x.reshape(x.shape[0], x.shape[1], -1, x.shape[-1])
+
+
+def future_mask(n: int, dtype) -> np.ndarray:
+    """[n, n]: -inf above the diagonal (a later key), 0 elsewhere."""
+    return np.triu(np.full((n, n), -np.inf, dtype), k=1)
+
+
+def softmax_in_place(x: np.ndarray) -> np.ndarray:
+    """softmax along the last axis, overwriting x (the scores, used once): no array of their size is allocated."""
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
 
 
 def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int, into: np.ndarray | None = None) -> np.ndarray:
@@ -158,20 +219,24 @@ def embedding_backward(dx: np.ndarray, ids: np.ndarray, n_vocab: int, into: np.n
 def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray, count: float | None = None):
     """Mean of -log p(target) over the positions where mask is 1: logits [..., n_vocab], targets and mask [...];
     `count` is the number of positions the mean divides by (default: mask's; a chunk of a batch gives the batch's).
-    Returns (loss, saved (probabilities, targets, mask weights))."""
-    logp = log_softmax(logits)
-    picked = np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    log p(target) = shifted[target] - log(sum(exp(shifted))) with shifted = logits - max: one exp of the logits'
+    size, whose result the backward pass reuses. Returns (loss, saved (exp(shifted), its sums, targets, weights))."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
+    exps = np.exp(shifted, out=shifted)  # in place: the logits' size is the largest array
+    total = exps.sum(axis=-1)  # [...]
     count = max(float(mask.sum()), 1.0) if count is None else count
     weights = mask.astype(logits.dtype) / logits.dtype.type(count)  # each counted position's share
-    loss = -float((picked * weights).sum())
-    np.exp(logp, out=logp)  # the probabilities, in the same memory: the logits' size is the largest array
-    return loss, (logp, targets, weights)
+    loss = -float(((picked - np.log(total)) * weights).sum())
+    return loss, (exps, total, targets, weights)
 
 
 def cross_entropy_backward(saved) -> np.ndarray:
-    """d loss / d logits = (softmax - one_hot(target)) times the position's weight."""
-    probs, targets, weights = saved
-    d = probs  # reused in place: backward runs once per forward
-    np.put_along_axis(d, targets[..., None], np.take_along_axis(d, targets[..., None], axis=-1) - 1, axis=-1)
-    d *= weights[..., None]
+    """d loss / d logits = (softmax - one_hot(target)) times the position's weight: exp(shifted) * weight / sum,
+    then minus the weight at the target, in the memory of the saved exps (backward runs once per forward)."""
+    exps, total, targets, weights = saved
+    d = exps
+    d *= (weights / total)[..., None]  # normalise and weigh in one pass
+    np.put_along_axis(d, targets[..., None], np.take_along_axis(d, targets[..., None], axis=-1) - weights[..., None],
+                      axis=-1)
     return d

@@ -34,12 +34,14 @@ class Lora:
 
 
 def dense_forward(x, params: dict, stem: str, lora: Lora | None):
-    """A linear layer plus its LoRA slices: y[..., lo:hi] += scale * (x A^T) B^T. Saves (x, [x A^T, ...])."""
+    """A linear layer plus its LoRA slices: y[..., lo:hi] += (scale x A^T) B^T. Saves (x, [scale x A^T, ...]):
+    the scale multiplies the narrow [..., rank] product, not the [..., hi - lo] one, in both passes."""
     y = L.linear_forward(x, params[f"{stem}.w"], params.get(f"{stem}.b"))
     low = []
     for name, lo, hi, _ in (lora.slices.get(stem, ()) if lora else ()):
         xa = x @ params[f"{stem}.lora.{name}.A"].T  # [..., in] -> [..., rank]
-        y[..., lo:hi] += x.dtype.type(lora.scale) * (xa @ params[f"{stem}.lora.{name}.B"].T)
+        xa *= x.dtype.type(lora.scale)
+        y[..., lo:hi] += xa @ params[f"{stem}.lora.{name}.B"].T
         low.append(xa)
     return y, (x, low)
 
@@ -55,8 +57,8 @@ def dense_backward(dy, saved, params: dict, stem: str, lora: Lora | None, grads:
             grads[f"{stem}.b"] = db
     for (name, lo, hi, _), xa in zip(lora.slices.get(stem, ()) if lora else (), low):
         a, b = params[f"{stem}.lora.{name}.A"], params[f"{stem}.lora.{name}.B"]
-        dy_slice = dy[..., lo:hi] * dy.dtype.type(lora.scale)
-        dxa, db_lora, _ = L.linear_backward(dy_slice, xa, b)  # through B: [..., out] -> [..., rank]
+        dxa, db_lora, _ = L.linear_backward(dy[..., lo:hi], xa, b)  # through B: [..., out] -> [..., rank]
+        dxa *= dxa.dtype.type(lora.scale)  # xa = scale x A^T
         dx_lora, da, _ = L.linear_backward(dxa, x, a)  # through A: [..., rank] -> [..., in]
         dx += dx_lora
         grads[f"{stem}.lora.{name}.A"], grads[f"{stem}.lora.{name}.B"] = da, db_lora

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,27 +23,40 @@ def adamw_state(params: dict[str, np.ndarray], names) -> dict:
     return {"step": 0, "m": {n: np.zeros_like(params[n]) for n in names}, "v": {n: np.zeros_like(params[n]) for n in names}}
 
 
-def adamw_step(params: dict, grads: dict, state: dict, opt: AdamW, lr: float) -> None:
+def adamw_step(params: dict, grads: dict, state: dict, opt: AdamW, lr: float, *, threads: int = 1) -> None:
     """One AdamW update of `params` in place (as torch.optim.AdamW): decay first, decoupled from the gradient,
-    then p -= lr * m_hat / (sqrt(v_hat) + eps) with the bias-corrected moments."""
+    then p -= lr * m_hat / (sqrt(v_hat) + eps) with the bias-corrected moments. The parameters are independent, and
+    NumPy lets go of Python's lock in each element-wise pass: `threads` threads update them side by side."""
     state["step"] += 1
     t = state["step"]
     c1, c2 = 1 - opt.beta1 ** t, 1 - opt.beta2 ** t
-    for name, g in grads.items():
-        p, m, v = params[name], state["m"][name], state["v"][name]
-        c, tmp = p.dtype.type, np.empty_like(p)  # one scratch array: no temporaries the size of p beyond it
-        if opt.weight_decay and p.ndim >= 2:
-            p *= c(1 - lr * opt.weight_decay)
-        m *= c(opt.beta1)
-        m += np.multiply(g, c(1 - opt.beta1), out=tmp)
-        v *= c(opt.beta2)
-        np.multiply(g, g, out=tmp)
-        v += np.multiply(tmp, c(1 - opt.beta2), out=tmp)
-        np.sqrt(v, out=tmp)
-        tmp /= c(math.sqrt(c2))
-        tmp += c(opt.eps)  # the denominator sqrt(v_hat) + eps
-        np.divide(m, tmp, out=tmp)
-        p -= np.multiply(tmp, c(lr / c1), out=tmp)
+
+    def update(name: str) -> None:
+        adamw_update(params[name], grads[name], state["m"][name], state["v"][name], opt, lr, c1, c2)
+
+    if threads == 1:
+        for name in grads:
+            update(name)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(update, sorted(grads, key=lambda n: -grads[n].size)))  # the largest first: even finishes
+
+
+def adamw_update(p, g, m, v, opt: AdamW, lr: float, c1: float, c2: float) -> None:
+    """One parameter's update, with c1, c2 the bias corrections 1 - beta^t."""
+    c, tmp = p.dtype.type, np.empty_like(p)  # one scratch array: no temporaries the size of p beyond it
+    if opt.weight_decay and p.ndim >= 2:
+        p *= c(1 - lr * opt.weight_decay)
+    m *= c(opt.beta1)
+    m += np.multiply(g, c(1 - opt.beta1), out=tmp)
+    v *= c(opt.beta2)
+    np.multiply(g, g, out=tmp)
+    v += np.multiply(tmp, c(1 - opt.beta2), out=tmp)
+    np.sqrt(v, out=tmp)
+    tmp /= c(math.sqrt(c2))
+    tmp += c(opt.eps)  # the denominator sqrt(v_hat) + eps
+    np.divide(m, tmp, out=tmp)
+    p -= np.multiply(tmp, c(lr / c1), out=tmp)
 
 
 def schedule(step: int, lr: float, warmup: int, total: int, min_fraction: float = 0.1) -> float:
