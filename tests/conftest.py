@@ -113,6 +113,25 @@ def hub_server(tiny_gpt2, pickle_only_repo):
 GPT2_EOT = "<|endoftext|>"
 
 
+def write_random_gemma3(directory: Path, settings: dict, seed: int = 0) -> Path:
+    """A Gemma 3 of the given Gemma3TextConfig settings with random weights, saved by transformers: embeddings
+    N(0, 1), matrices N(0, 0.2), norm weights on a 2**-10 grid in [-0.5, 0.5], so that llmx's multiplier 1 + w is
+    exact in float32 as in float64. The caller adds the tokenizer files."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(**settings))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.round(torch.empty_like(p).uniform_(-0.5, 0.5) * 1024) / 1024)
+            else:
+                p.normal_(0, 1.0 if "embed" in name else 0.2)
+    model.save_pretrained(directory)
+    return directory
+
+
 def write_tiny_llama(directory: Path, vocab: Path, *, tied: bool, seed: int = 0, **overrides) -> Path:
     """A 2-layer, 64-wide Llama with grouped-query attention (4 query heads, 2 key/value heads) and
     random weights, saved by transformers, with a tokenizer.json built from GPT-2's vocabulary."""

@@ -44,19 +44,7 @@ def gemma_tokenizer_dir(tmp_path_factory):
 def tiny_gemma(tmp_path_factory, gemma_tokenizer_dir):
     """A 7-block Gemma 3 (blocks 0-4 and 6 local, block 5 global) with random weights: embeddings N(0, 1),
     matrices N(0, 0.2), norm weights on a 2**-10 grid (so that 1 + w is exact in float32, as in float64)."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(Gemma3TextConfig(**TINY))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.round(torch.empty_like(p).uniform_(-0.5, 0.5) * 1024) / 1024)
-            else:
-                p.normal_(0, 1.0 if "embed" in name else 0.2)
-    folder = tmp_path_factory.mktemp("tiny-gemma3")
-    model.save_pretrained(folder)
+    folder = conftest.write_random_gemma3(tmp_path_factory.mktemp("tiny-gemma3"), TINY)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).symlink_to(gemma_tokenizer_dir / name)
     return folder

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_tokenizer_json
+from conftest import write_random_gemma3, write_tokenizer_json
 from test_gemma3_hf import TINY
 
 
@@ -19,19 +19,8 @@ def write_tiny_gemma3(directory: Path, vocab: Path, seed: int = 0) -> Path:
     """test_gemma3_hf.py's tiny Gemma 3 (random weights: embeddings N(0, 1), matrices N(0, 0.2), norm weights
     on a 2**-10 grid, so that llmx's 1 + w is exact in float32) over GPT-2's 50257 tokens, with a tokenizer.json that starts each text with
     <|endoftext|> (Gemma's texts start with <bos>)."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(seed)
     settings = {**TINY, "vocab_size": 50257, "bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}
-    model = Gemma3ForCausalLM(Gemma3TextConfig(**settings))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.round(torch.empty_like(p).uniform_(-0.5, 0.5) * 1024) / 1024)
-            else:
-                p.normal_(0, 1.0 if "embed" in name else 0.2)
-    model.save_pretrained(directory)
+    write_random_gemma3(directory, settings, seed)
     write_tokenizer_json(directory, vocab, bos_template=True)
     return directory
 

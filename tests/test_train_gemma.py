@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import write_random_gemma3
 from llmx.engine import load
 from llmx.engine.train.export import save_adapter, save_model_folder
 from llmx.engine.train.hffiles import config_json, write_json
@@ -54,19 +55,7 @@ def write_tiny_tokenizer(folder) -> None:
 def tiny_gemma(tmp_path_factory):
     """A 3-block Gemma 3 (blocks 0, 2 local, block 1 global) with random weights: embeddings N(0, 1), matrices
     N(0, 0.2), norm weights on a 2**-10 grid in [-0.5, 0.5] (1 + w exact in float32 as in float64)."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(Gemma3TextConfig(**TINY))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(torch.round(torch.empty_like(p).uniform_(-0.5, 0.5) * 1024) / 1024)
-            else:
-                p.normal_(0, 1.0 if "embed" in name else 0.2)
-    folder = tmp_path_factory.mktemp("tiny-gemma3-train")
-    model.save_pretrained(folder)
+    folder = write_random_gemma3(tmp_path_factory.mktemp("tiny-gemma3-train"), TINY)
     write_tiny_tokenizer(folder)
     return folder
 
