@@ -17,7 +17,7 @@ from .lora import init_adapters, lora_spec, merged
 from .net import ACTIVATIONS, train_forward
 from .optim import AdamW, adamw_state, schedule
 from .params import to_params
-from .step import train_step
+from .step import one_malloc_arena, train_step
 
 CHECKPOINT = "checkpoint"  # the sub-folder of --out with the state to --resume from
 MERGED = "merged"  # the sub-folder of --out with --merge's model folder
@@ -68,6 +68,7 @@ class Finetune:
         if options.batch % options.accumulate:
             raise InputError(f"--batch {options.batch} is not a multiple of --accumulate {options.accumulate}")
         check_trainable(model.config)
+        one_malloc_arena()  # before the row threads (and any progress thread) start
         self.model, self.options, self.train, self.valid = model, options, train, valid
         self.params = to_params(model.weights, copy=options.full)  # LoRA leaves the base as it is: shared
         if options.full:
