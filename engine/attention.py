@@ -8,7 +8,6 @@ so patterns and masks are the same either way; hooks always see patterns over ab
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .hooks import NO_POINTS
-from .nn import apply_rope, linear, rms_norm, softmax
+from .memory import lazy_zeros
+from .nn import apply_rope, linear, rms_norm
 
 if TYPE_CHECKING:
     from .model import Block, Config, Linear
@@ -66,22 +66,6 @@ def buffer_shape(cfg: Config, layer: int) -> tuple[int, int, int]:
     """One sequence's key (or value) buffer of a layer: [n_kv_head, n_ctx or the window, d_head]."""
     rows = min(cfg.n_ctx, cfg.sliding_window) if layer in cfg.local_layers else cfg.n_ctx
     return cfg.n_kv_head, rows, cfg.d_head
-
-
-def lazy_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Zeros whose memory the OS supplies 4 KB page by page as they are first written, so that a cache
-    buffer costs only the positions used. (np.zeros asks Linux for 2 MB pages for arrays this large: a
-    [n_kv_head, n_ctx, d_head] buffer then costs its whole size, zeroed, at its first write: SmolLM2's cache
-    took 377 MB and ~0.4 s for a 64-token prompt.)"""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    if size == 0:
-        return np.zeros(shape, dtype)
-    private = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_PRIVATE") else {}  # POSIX
-    memory = mmap.mmap(-1, size, **private)  # anonymous memory: zero pages, mapped on first write
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux with transparent huge pages "always"
-        memory.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(memory, dtype).reshape(shape)
 
 
 def heads(hook, name: str, x: np.ndarray) -> np.ndarray:
@@ -155,16 +139,31 @@ def block_values(q, keys, values, cfg: Config, start: int, first: int, window: i
 
 def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None, hook) -> np.ndarray:
     """Queries of positions start.. [n_head, n_seq, d_head] against the keys and values of positions
-    first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head]."""
+    first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head].
+
+    The softmax is normalized after the product with the values: dividing the weighted values [.., d_head] by
+    the rows' sums is the same as dividing the scores [.., n_keys] first, in fewer operations (the scores are
+    the largest arrays of a long pass). A hook on the pattern sees it normalized; unless the hook replaces it,
+    the pass goes on as it does without hooks, to the bit."""
     n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
     q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
+    q = q * q.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))  # scaled here: fewer numbers
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
-    scores *= scores.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
         hide(scores, start, first, window)
-    pattern = softmax(scores).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
-    pattern = pattern_hook(hook, pattern, first).reshape(cfg.n_kv_head, group * n_seq, n_keys)
-    return (pattern @ values).reshape(cfg.n_head, n_seq, cfg.d_head)  # [n_kv_head, group * n_seq, d_head] as heads
+    scores = scores.reshape(cfg.n_kv_head, group * n_seq, n_keys)
+    scores -= scores.max(axis=-1, keepdims=True)  # exp(0) = 1 at each row's max: nothing overflows
+    np.exp(scores, out=scores)
+    sums = scores.sum(axis=-1, keepdims=True)
+    if hook.wants("attn.pattern"):
+        pattern = (scores / sums).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
+        seen = pattern_hook(hook, pattern, first)
+        if seen is not pattern:  # replaced by a hook (which may not change it in place: hooks.py)
+            z = seen.reshape(cfg.n_kv_head, group * n_seq, n_keys) @ values
+            return z.reshape(cfg.n_head, n_seq, cfg.d_head)
+    z = scores @ values  # [n_kv_head, group * n_seq, d_head]
+    z /= sums
+    return z.reshape(cfg.n_head, n_seq, cfg.d_head)  # as heads
 
 
 def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
@@ -234,7 +233,8 @@ def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:
         return pattern
     full = np.zeros((*pattern.shape[:2], first + pattern.shape[2]), pattern.dtype)
     full[..., first:] = pattern
-    return hook("attn.pattern", full)[..., first:]
+    seen = hook("attn.pattern", full)
+    return pattern if seen is full else seen[..., first:]
 
 
 def attention_output(z: np.ndarray, w_o: Linear, cfg: Config, hook) -> np.ndarray:

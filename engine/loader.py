@@ -16,6 +16,7 @@ from .formats import gguf
 from .formats.hf import read_config_json, read_tensors, safetensors_files
 from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
+from .memory import reuse_freed_memory
 from .model import Config, Weights
 from .packed import gguf_packed, packed
 from .tokenizer import Tokenizer, gguf_tokenizer
@@ -26,6 +27,7 @@ def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda me
     """The model `name`; `on_notice` hears what a person may want to know (a download, a one-time packing).
     `adapter`: a folder with a PEFT LoRA adapter (from `llmx finetune`), merged into the weights."""
     path = locate(name)
+    reuse_freed_memory()  # passes reuse their temporaries' memory instead of faulting it in anew (engine/memory.py)
     if path.is_file():
         config, weights, tokenizer = load_gguf(path, on_notice)  # the weights from llmx's cache after the first load
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..memory import one_malloc_arena
 from .data import Dataset
 from .export import save_adapter, save_model_folder
 from .hfnames import hf_names
@@ -17,7 +18,7 @@ from .lora import init_adapters, lora_spec, merged
 from .net import ACTIVATIONS, train_forward
 from .optim import AdamW, adamw_state, schedule
 from .params import to_params
-from .step import one_malloc_arena, train_step
+from .step import train_step
 
 CHECKPOINT = "checkpoint"  # the sub-folder of --out with the state to --resume from
 MERGED = "merged"  # the sub-folder of --out with --merge's model folder

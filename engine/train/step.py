@@ -11,8 +11,6 @@ On one thread, 8.5 s of CPU; on two row threads, 8.3 s of CPU in all: nothing is
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -64,19 +62,6 @@ def batch_gradient(params: dict, cfg, ids, targets, mask, trainable, lora: Lora 
     for _, grads in results:
         add_into(total, grads)
     return sum(loss for loss, _ in results), total
-
-
-@functools.cache
-def one_malloc_arena() -> None:
-    """Have glibc's malloc serve every thread from one arena (mallopt M_ARENA_MAX = 1, as MALLOC_ARENA_MAX=1 does).
-    By default each new thread gets an arena of its own, which keeps the memory its parts freed: SmolLM2 LoRA,
-    4 x 256 tokens, 2 row threads peaked at 3.53 GB with an arena per thread and 2.43 GB with one, at the same
-    speed (`/usr/bin/time -v llmx finetune ... --steps 3`; 3.01 GB when set only at the first threaded step, after
-other threads had arenas). Finetune sets it before training. Other C libraries have no mallopt: nothing to do."""
-    try:
-        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX, from glibc's malloc.h
-    except (OSError, AttributeError):
-        pass
 
 
 def blas_threads() -> int:
