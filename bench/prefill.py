@@ -1,0 +1,136 @@
+"""Where a prefill pass's time goes, beside transformers' whole pass: what bounds prompt processing on a CPU.
+
+    python bench/prefill.py                                                   # GPT-2 small shape, 512 tokens
+    python bench/prefill.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf --tokens 512 4096
+    (bench/bench.py --smollm2 FILE prints these rows after its own)
+
+llmx's pass is timed whole and by part, through wrappers around the engine's functions:
+- matrix products with the weights (`linear`, the unembedding; a bias add included), and the rate they reach
+  against this machine's peak for one product of the MLP's shape;
+- attention: the scores, softmax and weighted values (`weighted_values`), and the KV cache writes (`remember`);
+- everything else: norms, the MLP's activation, rotations, residual adds, embedding.
+The last line says how long the parts other than the weights' products could take for llmx to reach 1.0x and
+1.2x transformers' pass: the products run at the BLAS's peak already, so that is the whole margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import time
+from pathlib import Path
+
+import bench
+
+PARTS = {"matrix products (weights)": (("model", "linear"), ("attention", "linear"), ("model", "times_transposed")),
+         "attention: scores, softmax, values": (("attention", "weighted_values"),),
+         "attention: KV cache writes": (("attention", "remember"),)}
+
+
+def timed_parts(model, ids, repeats: int) -> dict[str, float]:
+    """Median seconds of the whole pass and of each part in PARTS, over `repeats` passes."""
+    from llmx.engine import attention, model as engine_model
+
+    modules, spent = {"model": engine_model, "attention": attention}, collections.Counter()
+    originals = {(m, f): getattr(modules[m], f) for part in PARTS.values() for m, f in part}
+
+    def wrapped(part, fn):
+        def timed_call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[part] += time.perf_counter() - start
+        return timed_call
+
+    for part, places in PARTS.items():
+        for m, f in places:
+            setattr(modules[m], f, wrapped(part, originals[m, f]))
+    runs = []
+    try:
+        model.forward(ids)  # warm
+        for _ in range(repeats):
+            spent.clear()
+            bench.settle()
+            start = time.perf_counter()
+            model.forward(ids)
+            runs.append({"whole pass": time.perf_counter() - start, **spent})
+    finally:
+        for (m, f), fn in originals.items():
+            setattr(modules[m], f, fn)
+    return {name: statistics.median(run.get(name, 0.0) for run in runs) for name in ("whole pass", *PARTS)}
+
+
+def product_flops(cfg, n: int) -> float:
+    """Floating-point operations of one pass's products with the weights over n positions (last row unembedded)."""
+    qkv = (cfg.n_head + 2 * cfg.n_kv_head) * cfg.d_head
+    mlp_in = cfg.n_ff * (1 if cfg.mlp == "gelu" else 2)
+    per_row = cfg.n_embd * (qkv + mlp_in) + cfg.n_head * cfg.d_head * cfg.n_embd + cfg.n_ff * cfg.n_embd
+    return 2 * (n * cfg.n_layer * per_row + cfg.n_vocab * cfg.n_embd)
+
+
+def peak_rate(cfg, n: int) -> float:
+    """FLOP/s of the BLAS on one product of the MLP's shape, [n, n_embd] @ [n_embd, n_ff]: best of 5."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, w = rng.random((n, cfg.n_embd), dtype=np.float32), rng.random((cfg.n_ff, cfg.n_embd), dtype=np.float32)
+    x @ w.T
+    return 2 * n * cfg.n_embd * cfg.n_ff / min(bench.timed(lambda: x @ w.T) for _ in range(5))
+
+
+def report(label: str, ours, theirs, lengths, repeats: int) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for n in lengths:
+        ids = rng.integers(0, ours.config.n_vocab, n).tolist()
+        parts = timed_parts(ours, ids, repeats)
+        bench.torch_prefill(theirs, ids)
+        theirs_s = statistics.median(bench.timed(lambda: bench.torch_prefill(theirs, ids)) for _ in range(repeats))
+        whole, products = parts["whole pass"], parts["matrix products (weights)"]
+        rate, peak = product_flops(ours.config, n) / products, peak_rate(ours.config, min(n, 512))
+        print(f"\n{label}, {n}-token prefill, medians of {repeats}: llmx {whole * 1e3:.0f} ms "
+              f"({n / whole:.0f} tokens/s), transformers {theirs_s * 1e3:.0f} ms ({theirs_s / whole:.2f}x)")
+        for name, seconds in parts.items():
+            if name != "whole pass":
+                print(f"  {name:36} {seconds * 1e3:7.0f} ms  {seconds / whole:4.0%}")
+        rest = whole - sum(v for k, v in parts.items() if k != "whole pass")
+        print(f"  {'everything else':36} {rest * 1e3:7.0f} ms  {rest / whole:4.0%}")
+        print(f"  the products ran at {rate / 1e9:.0f} GFLOP/s; one product of the MLP's shape alone: "
+              f"{peak / 1e9:.0f} GFLOP/s")
+        print(f"  for 1.0x transformers the rest may take {(theirs_s - products) * 1e3:.0f} ms, for 1.2x "
+              f"{(theirs_s / 1.2 - products) * 1e3:.0f} ms; it takes {(whole - products) * 1e3:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smollm2", type=Path, help="this SmolLM2 GGUF file instead of GPT-2 small")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[512])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
+    args = parser.parse_args()
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
+        os.environ[name] = str(args.threads)
+    import torch
+    from llmx.engine import load
+
+    torch.set_num_threads(args.threads)
+    if args.smollm2:
+        from transformers import AutoModelForCausalLM
+
+        ours, label = load(str(args.smollm2)), "SmolLM2"
+        theirs = AutoModelForCausalLM.from_pretrained(args.smollm2.parent, gguf_file=args.smollm2.name,
+                                                      dtype=torch.float32).eval()
+    else:
+        from transformers import GPT2LMHeadModel
+
+        checkpoint, label = bench.write_checkpoint("small"), "GPT-2 small"
+        ours, theirs = load(str(checkpoint)), GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    report(label, ours, theirs, args.tokens, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
