@@ -16,7 +16,7 @@ import numpy as np
 
 from .hooks import NO_POINTS
 from .memory import lazy_zeros
-from .nn import apply_rope, linear, rms_norm
+from .nn import LOG2E, apply_rope, linear, rms_norm
 
 if TYPE_CHECKING:
     from .model import Block, Config, Linear
@@ -104,6 +104,9 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
 # A long pass's attention goes by blocks of up to BLOCK queries (see attend), fewer as the keys grow so that a
 # block's scores [n_head, queries, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never under MIN_BLOCK.
 BLOCK, MIN_BLOCK, SCORES_BUDGET = 128, 16, 1 << 22
+# What `mask` adds to hidden keys' scores: finite, unlike -inf, so that the hidden scores can be zeroed before 2**x
+# (NumPy's float32 2**x takes a slow path, ~30 ns a number instead of 0.2, below -126, -inf included).
+HIDDEN = -1e30
 
 
 def block_size(cfg: Config, n_keys: int) -> int:
@@ -147,13 +150,18 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     the pass goes on as it does without hooks, to the bit."""
     n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
     q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
-    q = q * q.dtype.type(1.0 / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))  # scaled here: fewer numbers
+    # scores in powers of 2 (nn.LOG2E: softmax of s is 2**(s * LOG2E) normalized), scaled through q: fewer numbers
+    q = q * q.dtype.type(LOG2E / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
         hide(scores, start, first, window)
     scores = scores.reshape(cfg.n_kv_head, group * n_seq, n_keys)
-    scores -= scores.max(axis=-1, keepdims=True)  # exp(0) = 1 at each row's max: nothing overflows
-    np.exp(scores, out=scores)
+    scores -= scores.max(axis=-1, keepdims=True)  # 2**0 = 1 at each row's max: nothing overflows
+    if n_seq > 1:  # hidden scores to 0 for 2**x, and their weights to 0 after it
+        zero_hidden(scores.reshape(cfg.n_kv_head, group, n_seq, n_keys), start, first, window)
+    np.exp2(scores, out=scores)
+    if n_seq > 1:
+        zero_hidden(scores.reshape(cfg.n_kv_head, group, n_seq, n_keys), start, first, window)
     sums = scores.sum(axis=-1, keepdims=True)
     if hook.wants("attn.pattern"):
         pattern = (scores / sums).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
@@ -167,13 +175,25 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
 
 
 def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
-    """Add -inf to the scores [..., n_seq, n_keys] of keys the queries may not see. Without a window every key
-    before the first query's position is seen: only the last n_seq columns need the mask."""
+    """Add HIDDEN to the scores [..., n_seq, n_keys] of keys the queries may not see, so that the rows' maxima
+    are those of the keys they see."""
+    part, where = masked_part(scores, start, first, window)
+    part += mask(*where, scores.dtype)
+
+
+def zero_hidden(weights: np.ndarray, start: int, first: int, window: int | None) -> None:
+    """Set the values [..., n_seq, n_keys] of keys the queries may not see to 0."""
+    part, where = masked_part(weights, start, first, window)
+    part *= seen(*where, weights.dtype)
+
+
+def masked_part(scores: np.ndarray, start: int, first: int, window: int | None):
+    """The columns of scores [..., n_seq, n_keys] that the mask covers, and the mask's arguments. Without a
+    window every key before the first query's position is seen: only the last n_seq columns need the mask."""
     end = start + scores.shape[-2]
     if window is None and start > first:
-        scores[..., start - first:] += mask(start, end, start, None, scores.dtype)
-    else:
-        scores += mask(start, end, first, window, scores.dtype)
+        return scores[..., start - first:], (start, end, start, None)
+    return scores, (start, end, first, window)
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
@@ -213,13 +233,21 @@ def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
 
 @lru_cache(maxsize=16)  # every layer of a pass has the same (a block: [n_seq, n_seq] without a window)
 def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
-    """-inf where query position start.. (rows) may not see key position first.. (columns): [n_seq, n_keys]
-    (read-only: shared between calls)."""
+    """HIDDEN where query position start.. (rows) may not see key position first.. (columns), else 0:
+    [n_seq, n_keys] (read-only: shared between calls)."""
     query, key = np.arange(start, end)[:, None], np.arange(first, end)[None, :]
     hidden = key > query
     if window is not None:
         hidden |= query - key >= window  # a local layer sees `window` positions, its own included
-    out = np.where(hidden, dtype.type(-np.inf), dtype.type(0))
+    out = np.where(hidden, dtype.type(HIDDEN), dtype.type(0))
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=16)
+def seen(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
+    """1 where `mask` is 0, 0 where it hides (read-only: shared between calls)."""
+    out = (mask(start, end, first, window, dtype) == 0).astype(dtype)
     out.flags.writeable = False
     return out
 

@@ -6,6 +6,10 @@ parity tests compare float32 against (constants are cast to the input's dtype, n
 import numpy as np
 
 
+# NumPy's float32 2**x takes half the time of its e**x (0.22 against 0.45 ns a number here), and e**x = 2**(x * LOG2E):
+# where a constant multiplies x anyway, folding LOG2E into it makes the exponential half as dear for free.
+LOG2E = 1.4426950408889634
+
 FEW_ROWS = 64  # up to this many rows, x @ w.T is faster computed as (w @ x.T).T
 
 
@@ -64,24 +68,27 @@ def gelu_new(x: np.ndarray) -> np.ndarray:
     """GPT-2's GELU, the tanh approximation ("gelu_new" in Hugging Face's configs).
 
     0.5 * x * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3) equals x * sigmoid(2u),
-    computed here as x / (1 + exp(-2u)): NumPy's float32 exp is faster than its tanh.
+    computed here as x / (1 + 2**(-2u * LOG2E)): NumPy's float32 2**x is faster than its exp and tanh.
     """
     c = x.dtype.type  # the constants in x's dtype: float32 stays float32, float64 stays exact
     z = x * x
     z *= c(0.044715)
     z += c(1.0)
     z *= x  # x + 0.044715 x^3
-    z *= c(-2 * 0.7978845608028654)  # -2u
-    with np.errstate(over="ignore"):  # exp overflowing to inf gives x / inf = 0, GELU's limit
-        np.exp(z, out=z)
+    z *= c(-2 * 0.7978845608028654 * LOG2E)  # -2u, in powers of 2
+    with np.errstate(over="ignore"):  # 2**z overflowing to inf gives x / inf = 0, GELU's limit
+        np.exp2(z, out=z)
     z += c(1.0)
     return x / z
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    """x * sigmoid(x), the gate of Llama's SwiGLU MLP."""
-    with np.errstate(over="ignore"):  # exp(-x) overflowing to inf gives x / inf = 0, the limit
-        return x / (1.0 + np.exp(-x))
+    """x * sigmoid(x), the gate of Llama's SwiGLU MLP: x / (1 + 2**(-x * LOG2E))."""
+    e = x * x.dtype.type(-LOG2E)
+    with np.errstate(over="ignore"):  # 2**e overflowing to inf gives x / inf = 0, the limit
+        np.exp2(e, out=e)
+    e += x.dtype.type(1.0)
+    return x / e
 
 
 def rope_tables(positions: np.ndarray, d_head: int, theta: float,
