@@ -5,6 +5,9 @@
     python bench/bench.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf
     python bench/bench.py --gemma .cache/test-data/gemma-3-270m-q4_k_m.gguf   # rows from bench/gemma.py
 
+After the tables, bench/prefill.py's rows say where a 512-token prefill's time goes (SmolLM2's at 4,096 too):
+the products with the weights, attention, the rest, and how long the rest may take for 1.0x and 1.2x.
+
 Both sides get the same thread count (LLMX_THREADS, default: all cores) and the same checkpoint;
 their runs alternate and medians are reported. Speed does not depend on weight values, so random
 weights are fine. Needs the test extra (torch, transformers) and GPT-2's vocabulary in
@@ -67,9 +70,15 @@ def main() -> None:
     from batch import print_batch_rows, print_gguf_batch_rows  # bench/batch.py: batches in one weight pass
 
     print_batch_rows(f"GPT-2 {args.size} shape", ours, theirs, args.repeats, pad_id=50256)
+    from prefill import report  # bench/prefill.py: where a prefill pass's time goes
+
+    report(f"GPT-2 {args.size} shape", ours, theirs, (512,), args.repeats)
     if args.smollm2:
         print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
-        print_table(compare_gguf(args.smollm2, args.repeats))
+        ours, theirs = load_gguf_pair(args.smollm2)
+        print_table(compare(ours, theirs, args.repeats, prefill_lengths=(128, 512), contexts=(128,)))
+        report("SmolLM2", ours, theirs, (512, 4096), args.repeats)
+        del ours, theirs
         print_gguf_batch_rows(args.smollm2, args.repeats)
         from longctx import print_rows  # bench/longctx.py: long prompts, prompt lookup, a busy neighbour
 
@@ -235,14 +244,14 @@ def peak_rss(command: list[str]) -> int:
     return int(done.stdout)
 
 
-def compare_gguf(path: Path, repeats: int) -> dict[str, tuple[float, float]]:
+def load_gguf_pair(path: Path):
+    """llmx's model and transformers' from the same GGUF file (both dequantize it to float32)."""
     import torch
     from llmx.engine import load
     from transformers import AutoModelForCausalLM
 
-    ours = load(str(path))
     theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    return compare(ours, theirs, repeats, prefill_lengths=(128, 512), contexts=(128,))
+    return load(str(path)), theirs
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def prefill_rows(ours, theirs, repeats: int, lengths) -> dict[str, tuple[float, 
         ours.forward(ids)
         bench.torch_prefill(theirs, ids)
         runs = ([], [])
-        for _ in range(repeats if n <= 512 else max(1, repeats // 2)):
+        for _ in range(repeats):
             runs[0].append(n / bench.timed(lambda: ours.forward(ids)))
             runs[1].append(n / bench.timed(lambda: bench.torch_prefill(theirs, ids)))
         rows[f"prefill, {n} tokens (tokens/s)"] = (statistics.median(runs[0]), statistics.median(runs[1]))
