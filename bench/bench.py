@@ -38,13 +38,10 @@ def main() -> None:
     parser.add_argument("--gemma", type=Path, help="also compare on this Gemma 3 GGUF file (bench/gemma.py)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
-        os.environ[name] = str(args.threads)
-
+    use_threads(args.threads)
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
     checkpoint = write_checkpoint(args.size)
     print(f"llmx vs transformers {__import__('transformers').__version__} (torch {torch.__version__}), "
           f"GPT-2 {args.size} shape, {args.threads} threads, medians of {args.repeats} alternating runs")
@@ -91,6 +88,16 @@ def main() -> None:
         from gemma import report  # bench/gemma.py: Gemma 3 decode, its floor, first token
 
         report(args.gemma, args.repeats, bandwidth)
+
+
+def use_threads(threads: int) -> None:
+    """The same thread count on both sides: the BLAS's and OpenMP's variables (read as NumPy and torch load, so
+    call this first) and torch's own setting."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
+        os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def write_checkpoint(size: str) -> Path:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import print_table, timed, write_checkpoint  # noqa: E402
+from bench import print_table, timed, use_threads, write_checkpoint  # noqa: E402
 
 RANK, ALPHA, LR = 8, 16.0, 1e-4
 
@@ -122,11 +122,7 @@ def main() -> None:
                         help="time CPU seconds, not wall-clock (use with --threads 1)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
-        os.environ[name] = str(args.threads)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     print_finetune_rows(write_checkpoint("small"), args.smollm2, args.repeats, args.batch, args.ctx,
                         cpu_timed if args.cpu_time else timed)
 

@@ -74,12 +74,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs per measurement")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
-        os.environ[name] = str(args.threads)
+    bench.use_threads(args.threads)
     import numpy as np
-    import torch
 
-    torch.set_num_threads(args.threads)
     print(f"{args.threads} threads, medians of {args.repeats} alternating runs")
     report(args.gguf, args.repeats, bench.measure_bandwidth(np))
 

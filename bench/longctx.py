@@ -158,11 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("LLMX_THREADS", os.cpu_count())))
     args = parser.parse_args()
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LLMX_THREADS"):
-        os.environ[name] = str(args.threads)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    bench.use_threads(args.threads)
     print_rows(args.smollm2, args.repeats, args.threads)
 
 
