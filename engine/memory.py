@@ -5,8 +5,10 @@ few microseconds each). A pass's large temporaries (queries, scores, the MLP's h
 allocated and freed hundreds of times, and by default glibc hands arrays over 128 KB (later up to 32 MB) back to
 the OS when freed and fetches them anew, faulting in every page each time: 59,000 faults per 512-token GPT-2
 pass, ~15% of its time, and 120,000 on SmolLM2, ~20% (getrusage's minor faults around `forward`).
-`reuse_freed_memory` keeps them in the process instead. The KV cache is the opposite case: buffers of the whole context of which a pass
-uses a prefix, which `lazy_zeros` maps page by page as they are first written.
+`reuse_freed_memory` keeps them in the process instead, which then holds on to about a pass's temporaries
+(VmRSS after a 512-token GPT-2 pass, its cache freed: 588 MB against 561 MB without). The KV cache is the
+opposite case: buffers of the whole context of which a pass uses a prefix, which `lazy_zeros` maps page by
+page as they are first written.
 
 Each function does nothing where the C library has no mallopt (not glibc), or where it refuses.
 """
