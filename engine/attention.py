@@ -105,7 +105,7 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
 # block's scores [n_head, queries, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never under MIN_BLOCK.
 BLOCK, MIN_BLOCK, SCORES_BUDGET = 128, 16, 1 << 22
 # What `mask` adds to hidden keys' scores: finite, unlike -inf, so that the hidden scores can be zeroed before 2**x
-# (NumPy's float32 2**x takes a slow path, ~30 ns a number instead of 0.2, below -126, -inf included).
+# (NumPy's float32 2**x takes a slow path, 3-32 ns a number instead of 0.2, below -126, -inf included).
 HIDDEN = -1e30
 
 
@@ -165,9 +165,9 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     sums = scores.sum(axis=-1, keepdims=True)
     if hook.wants("attn.pattern"):
         pattern = (scores / sums).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
-        seen = pattern_hook(hook, pattern, first)
-        if seen is not pattern:  # replaced by a hook (which may not change it in place: hooks.py)
-            z = seen.reshape(cfg.n_kv_head, group * n_seq, n_keys) @ values
+        hooked = pattern_hook(hook, pattern, first)
+        if hooked is not pattern:  # replaced by a hook (which may not change it in place: hooks.py)
+            z = hooked.reshape(cfg.n_kv_head, group * n_seq, n_keys) @ values
             return z.reshape(cfg.n_head, n_seq, cfg.d_head)
     z = scores @ values  # [n_kv_head, group * n_seq, d_head]
     z /= sums
@@ -261,8 +261,8 @@ def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:
         return pattern
     full = np.zeros((*pattern.shape[:2], first + pattern.shape[2]), pattern.dtype)
     full[..., first:] = pattern
-    seen = hook("attn.pattern", full)
-    return pattern if seen is full else seen[..., first:]
+    hooked = hook("attn.pattern", full)
+    return pattern if hooked is full else hooked[..., first:]
 
 
 def attention_output(z: np.ndarray, w_o: Linear, cfg: Config, hook) -> np.ndarray:
