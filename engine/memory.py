@@ -31,7 +31,7 @@ def mallopt(option: int, value: int) -> bool:
     """glibc's mallopt(option, value); False where there is none or it refuses."""
     try:
         return bool(ctypes.CDLL(None).mallopt(option, value))
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no such function (macOS), no CDLL(None) (Windows)
         return False
 
 
