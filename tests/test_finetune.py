@@ -46,17 +46,24 @@ def transformers_logits(model) -> np.ndarray:
 
 @pytest.mark.parametrize("last_blocks", [None, 1])
 def test_the_adapter_loads_in_peft_and_gives_llmx_logits(base, tmp_path, last_blocks):
+    random_adapter(load(str(base)), tmp_path / "adapter", last_blocks)
+    assert_peft_gives_llmx_logits(base, tmp_path / "adapter", IDS, TOLERANCE)
+
+
+def assert_peft_gives_llmx_logits(base, adapter, ids: list[int], tolerance: float) -> None:
+    """The adapter changes llmx's logits for `ids`, and PEFT loading it onto transformers' model of `base` gives
+    llmx's logits within `tolerance`."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    random_adapter(load(str(base)), tmp_path / "adapter", last_blocks)
-    adapted = load(str(base), adapter=str(tmp_path / "adapter"))
-    ours, _ = adapted.forward(IDS, all_logits=True)
-    plain, _ = load(str(base)).forward(IDS, all_logits=True)
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype="float32"),
-                                          tmp_path / "adapter").eval()
+    ours, _ = load(str(base), adapter=str(adapter)).forward(ids, all_logits=True)
+    plain, _ = load(str(base)).forward(ids, all_logits=True)
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype="float32"), adapter).eval()
+    with torch.no_grad():
+        theirs = reference(torch.tensor([ids])).logits[0].numpy()
     assert np.abs(ours - plain).max() > 1e-2  # the adapter matters
-    assert np.abs(ours - transformers_logits(reference)).max() < TOLERANCE
+    assert np.abs(ours - theirs).max() < tolerance
 
 
 def test_the_merged_folder_loads_in_transformers_and_llmx(base, tmp_path):

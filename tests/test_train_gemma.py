@@ -19,7 +19,8 @@ from llmx.engine.train.lora import init_adapters, lora_spec, merged
 from llmx.engine.train.net import logits_forward
 from llmx.engine.train.params import to_params
 from test_cli import run
-from test_train_grad import batch, llmx_grads, reference_for, relative_error, torch_grads
+from test_finetune import assert_peft_gives_llmx_logits
+from test_train_grad import assert_float32_within, batch, llmx_grads, reference_for, relative_error, torch_grads
 
 TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
@@ -106,13 +107,7 @@ def test_float32_gradients_are_within_rounding_of_float64(tiny_gemma):
     1e-5, and the loss, a mean of log-probabilities up to ~40, within ~40 * 1e-6. 1e-4 for both leaves a margin
     (the norms' backward divides by the rms, which amplifies where a row is small). Measured: 5e-7 and 1e-6."""
     model = load(str(tiny_gemma))
-    ids, targets, mask = gemma_batch(model.config.n_vocab, seed=1)
-    exact_loss, exact = llmx_grads(model, np.float64, ids, targets, mask)
-    loss, grads = llmx_grads(model, np.float32, ids, targets, mask)
-    assert abs(loss - exact_loss) < 1e-4
-    for name, g in grads.items():
-        assert g.dtype == np.float32
-        assert relative_error(g, exact[name]) < 1e-4, name
+    assert_float32_within(model, *gemma_batch(model.config.n_vocab, seed=1), loss_bound=1e-4, grad_bound=1e-4)
 
 
 def test_the_training_forward_equals_the_inference_forward(tiny_gemma):
@@ -151,18 +146,10 @@ def test_lora_starts_at_the_base_and_merging_changes_nothing(tiny_gemma, tmp_pat
 
 
 def test_the_adapter_loads_in_peft_with_gemmas_module_names_and_gives_llmx_logits(tiny_gemma, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     random_adapter(load(str(tiny_gemma)), tmp_path / "adapter")
     targets = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["target_modules"]
     assert targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
-    ours, _ = load(str(tiny_gemma), adapter=str(tmp_path / "adapter")).forward(IDS, all_logits=True)
-    plain, _ = load(str(tiny_gemma)).forward(IDS, all_logits=True)
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_gemma, dtype="float32"),
-                                          tmp_path / "adapter").eval()
-    assert np.abs(ours - plain).max() > 1e-2  # the adapter matters
-    assert np.abs(ours - transformers_logits(reference)).max() < TOLERANCE
+    assert_peft_gives_llmx_logits(tiny_gemma, tmp_path / "adapter", IDS, TOLERANCE)
 
 
 def test_the_merged_folder_and_its_written_config_load_in_transformers_and_llmx(tiny_gemma, tmp_path):
