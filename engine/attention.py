@@ -152,16 +152,16 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
     # scores in powers of 2 (nn.LOG2E: softmax of s is 2**(s * LOG2E) normalized), scaled through q: fewer numbers
     q = q * q.dtype.type(LOG2E / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
-    scores = (q @ keys.transpose(0, 2, 1)).reshape(cfg.n_kv_head, group, n_seq, n_keys)
+    scores = q @ keys.transpose(0, 2, 1)  # [n_kv_head, group * n_seq, n_keys]
+    by_query = scores.reshape(cfg.n_kv_head, group, n_seq, n_keys)  # a view: the masks go by query position
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
-        hide(scores, start, first, window)
-    scores = scores.reshape(cfg.n_kv_head, group * n_seq, n_keys)
+        hide(by_query, start, first, window)
     scores -= scores.max(axis=-1, keepdims=True)  # 2**0 = 1 at each row's max: nothing overflows
     if n_seq > 1:  # hidden scores to 0 for 2**x, and their weights to 0 after it
-        zero_hidden(scores.reshape(cfg.n_kv_head, group, n_seq, n_keys), start, first, window)
+        zero_hidden(by_query, start, first, window)
     np.exp2(scores, out=scores)
     if n_seq > 1:
-        zero_hidden(scores.reshape(cfg.n_kv_head, group, n_seq, n_keys), start, first, window)
+        zero_hidden(by_query, start, first, window)
     sums = scores.sum(axis=-1, keepdims=True)
     if hook.wants("attn.pattern"):
         pattern = (scores / sums).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
