@@ -5,8 +5,9 @@
     python bench/bench.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf
     python bench/bench.py --gemma .cache/test-data/gemma-3-270m-q4_k_m.gguf   # rows from bench/gemma.py
 
-After the tables, bench/prefill.py's rows say where a 512-token prefill's time goes (SmolLM2's at 4,096 too):
-the products with the weights, attention, the rest, and how long the rest may take for 1.0x and 1.2x.
+After the tables, bench/prefill.py's rows say where a decoded token's time goes against the bandwidth floor, and
+where a 512-token prefill's goes (SmolLM2's at 4,096 too): the products with the weights, attention, the rest,
+and how long the rest may take for 1.0x and 1.2x.
 
 Both sides get the same thread count (LLMX_THREADS, default: all cores) and the same checkpoint;
 their runs alternate and medians are reported. Speed does not depend on weight values, so random
@@ -55,20 +56,23 @@ def main() -> None:
     theirs = GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     rows = compare(ours, theirs, args.repeats, prefill_lengths=(128, 512), contexts=(128, 900))
 
-    bandwidth = measure_bandwidth(np)
+    probes = bandwidth_probes(np)
+    bandwidth = max(probes.values())
     weight_bytes = sum(a.nbytes for a in weight_arrays(ours))
     floor = weight_bytes / bandwidth
     decode = rows["decode, 128-token prompt (tokens/s)"][0]
     print_table(rows)
-    print(f"\nmemory bandwidth (float32 matrix-vector product, best of 5): {bandwidth / 1e9:.1f} GB/s")
+    print("\nmemory bandwidth (float32 matrix-vector product over 256 MB, best of 5): "
+          + ", ".join(f"{rate / 1e9:.1f} GB/s as {form}" for form, rate in probes.items()) + "; the floor takes the faster")
     print(f"weights read per token: {weight_bytes / 1e6:.0f} MB -> decode floor {floor * 1e3:.1f} ms/token "
           f"({1 / floor:.1f} tokens/s); llmx reaches {decode * floor:.0%} of it")
+    from prefill import report, report_decode  # bench/prefill.py: where a pass's time goes
+
+    report_decode(f"GPT-2 {args.size} shape", ours, weight_bytes, floor, args.repeats)
     print_process_figures(checkpoint, args.repeats)
     from batch import print_batch_rows, print_gguf_batch_rows  # bench/batch.py: batches in one weight pass
 
     print_batch_rows(f"GPT-2 {args.size} shape", ours, theirs, args.repeats, pad_id=50256)
-    from prefill import report  # bench/prefill.py: where a prefill pass's time goes
-
     report(f"GPT-2 {args.size} shape", ours, theirs, (512,), args.repeats)
     if args.smollm2:
         print(f"\nSmolLM2 ({args.smollm2.name}), both sides dequantized to float32:")
@@ -201,12 +205,20 @@ def torch_decode(model, ids, n_new) -> float:
         return time.perf_counter() - start
 
 
-def measure_bandwidth(np) -> float:
-    """Bytes/s of a float32 matrix-vector product over a 256 MB matrix: the operation decoding is made of."""
+def bandwidth_probes(np) -> dict[str, float]:
+    """Bytes/s of a float32 matrix-vector product over a 256 MB matrix, the operation decoding is made of, best of
+    5 in each order: matrix @ vector (rows dotted with the vector: how llmx holds its weights, [out, in]) and
+    vector @ matrix (rows scaled and summed: weights held [in, out]), which OpenBLAS streams at other rates."""
     matrix = np.random.default_rng(0).random((8192, 8192), dtype=np.float32)
     vector = np.ones(8192, np.float32)
-    best = min(timed(lambda: matrix @ vector) for _ in range(6))
-    return matrix.nbytes / best
+    return {form: matrix.nbytes / min(timed(product) for _ in range(6))
+            for form, product in (("matrix @ vector", lambda: matrix @ vector),
+                                  ("vector @ matrix", lambda: vector @ matrix))}
+
+
+def measure_bandwidth(np) -> float:
+    """The memory's bandwidth as NumPy can read it: the faster of bandwidth_probes' two orders."""
+    return max(bandwidth_probes(np).values())
 
 
 def print_table(rows: dict[str, tuple[float, float]]) -> None:

@@ -11,6 +11,9 @@ llmx's pass is timed whole and by part, through wrappers around the engine's fun
 - everything else: norms, the MLP's activation, rotations, residual adds, embedding.
 The last line says how long the parts other than the weights' products could take for llmx to reach 1.0x and
 1.2x transformers' pass: the products run at the BLAS's peak already, so that is the whole margin.
+
+`report_decode` splits a decoded token the same way (bench/bench.py prints it for GPT-2), against the floor of
+reading every weight once: the rest of a token's work bounds how near the floor decoding can come.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ PARTS = {"matrix products (weights)": (("model", "linear"), ("attention", "linea
 
 def timed_parts(model, ids, repeats: int) -> dict[str, float]:
     """Median seconds of the whole pass and of each part in PARTS, over `repeats` passes."""
+    return timed_runs(lambda: model.forward(ids), repeats)
+
+
+def timed_runs(run, repeats: int) -> dict[str, float]:
+    """Median seconds of `run()` ("whole pass") and of each part in PARTS within it, over `repeats` runs."""
     from llmx.engine import attention, model as engine_model
 
     modules, spent = {"model": engine_model, "attention": attention}, collections.Counter()
@@ -50,12 +58,12 @@ def timed_parts(model, ids, repeats: int) -> dict[str, float]:
             setattr(modules[m], f, wrapped(part, originals[m, f]))
     runs = []
     try:
-        model.forward(ids)  # warm
+        run()  # warm
         for _ in range(repeats):
             spent.clear()
             bench.settle()
             start = time.perf_counter()
-            model.forward(ids)
+            run()
             runs.append({"whole pass": time.perf_counter() - start, **spent})
     finally:
         for (m, f), fn in originals.items():
@@ -103,6 +111,33 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
               f"{peak / 1e9:.0f} GFLOP/s")
         print(f"  for 1.0x transformers the rest may take {(theirs_s - products) * 1e3:.0f} ms, for 1.2x "
               f"{(theirs_s / 1.2 - products) * 1e3:.0f} ms; it takes {(whole - products) * 1e3:.0f} ms")
+
+
+def report_decode(label: str, ours, weight_bytes: int, floor: float, repeats: int, n_new: int = 32) -> None:
+    """Where a decoded token's time goes (128-token prompt, greedy), against the bandwidth floor (seconds per token
+    to read weight_bytes once): the products with the weights read them; the rest is per-token work outside them.
+    With the products at the floor and the rest as measured, llmx could reach floor / (floor + rest) at best."""
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(0, ours.config.n_vocab, 128).tolist()
+    logits, cache = ours.forward(ids)
+
+    def decode() -> None:
+        token, step = int(np.argmax(logits)), cache
+        for _ in range(n_new):
+            step_logits, step = ours.forward([token], step)
+            token = int(np.argmax(step_logits))
+
+    parts = {name: seconds / n_new for name, seconds in timed_runs(decode, repeats).items()}
+    whole, products = parts.pop("whole pass"), parts["matrix products (weights)"]
+    print(f"\n{label}, decode after a 128-token prompt, per token (medians of {repeats} runs of {n_new} tokens): "
+          f"{whole * 1e3:.1f} ms, {floor / whole:.0%} of the floor ({floor * 1e3:.1f} ms)")
+    for name, seconds in {**parts, "everything else": whole - sum(parts.values())}.items():
+        rate = f"  ({weight_bytes / seconds / 1e9:.1f} GB/s)" if name == "matrix products (weights)" else ""
+        print(f"  {name:36} {seconds * 1e3:7.1f} ms  {seconds / whole:4.0%}{rate}")
+    rest = whole - products
+    print(f"  with the products at the floor and the rest as it is ({rest * 1e3:.1f} ms), at best "
+          f"{floor / (floor + rest):.0%} of the floor")
 
 
 def main() -> None:
