@@ -65,10 +65,11 @@ def main() -> None:
     print("\nmemory bandwidth (float32 matrix-vector product over 256 MB, best of 5): "
           + ", ".join(f"{rate / 1e9:.1f} GB/s as {form}" for form, rate in probes.items()) + "; the floor takes the faster")
     print(f"weights read per token: {weight_bytes / 1e6:.0f} MB -> decode floor {floor * 1e3:.1f} ms/token "
-          f"({1 / floor:.1f} tokens/s); llmx reaches {decode * floor:.0%} of it")
+          f"({1 / floor:.1f} tokens/s); the table's decode is {decode * floor:.0%} of it (the split below probes again "
+          "before each of its runs)")
     from prefill import report, report_decode  # bench/prefill.py: where a pass's time goes
 
-    report_decode(f"GPT-2 {args.size} shape", ours, weight_bytes, floor, args.repeats)
+    report_decode(f"GPT-2 {args.size} shape", ours, weight_bytes, args.repeats)
     print_process_figures(checkpoint, args.repeats)
     from batch import print_batch_rows, print_gguf_batch_rows  # bench/batch.py: batches in one weight pass
 

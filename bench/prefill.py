@@ -113,10 +113,11 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
               f"{(theirs_s / 1.2 - products) * 1e3:.0f} ms; it takes {(whole - products) * 1e3:.0f} ms")
 
 
-def report_decode(label: str, ours, weight_bytes: int, floor: float, repeats: int, n_new: int = 32) -> None:
-    """Where a decoded token's time goes (128-token prompt, greedy), against the bandwidth floor (seconds per token
-    to read weight_bytes once): the products with the weights read them; the rest is per-token work outside them.
-    With the products at the floor and the rest as measured, llmx could reach floor / (floor + rest) at best."""
+def report_decode(label: str, ours, weight_bytes: int, repeats: int, n_new: int = 32) -> None:
+    """Where a decoded token's time goes (128-token prompt, greedy), against the bandwidth floor: the time to read
+    weight_bytes once at the memory's bandwidth, probed again before each run (bench.measure_bandwidth), since
+    what the host gives this machine's memory changes from minute to minute. The products with the weights read
+    them; the rest is per-token work outside them, so floor / (floor + rest) is the best llmx could reach."""
     import numpy as np
 
     ids = np.random.default_rng(0).integers(0, ours.config.n_vocab, 128).tolist()
@@ -128,10 +129,16 @@ def report_decode(label: str, ours, weight_bytes: int, floor: float, repeats: in
             step_logits, step = ours.forward([token], step)
             token = int(np.argmax(step_logits))
 
-    parts = {name: seconds / n_new for name, seconds in timed_runs(decode, repeats).items()}
-    whole, products = parts.pop("whole pass"), parts["matrix products (weights)"]
-    print(f"\n{label}, decode after a 128-token prompt, per token (medians of {repeats} runs of {n_new} tokens): "
-          f"{whole * 1e3:.1f} ms, {floor / whole:.0%} of the floor ({floor * 1e3:.1f} ms)")
+    floors, runs = [], []
+    for _ in range(repeats):
+        floors.append(weight_bytes / bench.measure_bandwidth(np))
+        runs.append({name: seconds / n_new for name, seconds in timed_runs(decode, 1).items()})
+    parts = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    whole, products, floor = parts.pop("whole pass"), parts["matrix products (weights)"], statistics.median(floors)
+    reached = statistics.median(f / run["whole pass"] for f, run in zip(floors, runs))
+    print(f"\n{label}, decode after a 128-token prompt, per token (medians of {repeats} runs of {n_new} tokens, each "
+          f"after a bandwidth probe): {whole * 1e3:.1f} ms; floor {floor * 1e3:.1f} ms "
+          f"({min(floors) * 1e3:.1f}-{max(floors) * 1e3:.1f}); llmx reaches {reached:.0%} of it")
     for name, seconds in {**parts, "everything else": whole - sum(parts.values())}.items():
         rate = f"  ({weight_bytes / seconds / 1e9:.1f} GB/s)" if name == "matrix products (weights)" else ""
         print(f"  {name:36} {seconds * 1e3:7.1f} ms  {seconds / whole:4.0%}{rate}")
