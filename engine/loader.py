@@ -18,7 +18,7 @@ from .hub import DEFAULT_MODEL, locate
 from .lm import LanguageModel
 from .memory import reuse_freed_memory
 from .model import Config, Weights
-from .packed import gguf_packed, packed
+from .packed import column_major, gguf_packed, packed
 from .tokenizer import Tokenizer, gguf_tokenizer
 
 
@@ -76,8 +76,9 @@ def load_gguf(path: Path, on_notice: Callable[[str], None] = lambda message: Non
     gguf.check_tensor_layout(header, path)
     tokenizer = gguf_file_tokenizer(path, header, cfg.n_vocab, arch)  # before the weights
 
-    def build() -> Weights:
-        return arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name, arch.TITLE), cfg)
+    def build() -> Weights:  # the tied embedding column-major, for decoding's unembedding (packed.column_major)
+        return column_major(arch.weights_from_gguf(TensorSource(gguf.read_tensors(path, header), path.name,
+                                                                arch.TITLE), cfg))
 
     return cfg, gguf_packed(path, cfg, build, on_notice), tokenizer
 

@@ -198,7 +198,7 @@ def test_sae_train_reads_windows_that_begin_with_the_start_token(trained):
 def test_features_feature_and_steer_on_gemma(m, gemma, trained):
     import json
 
-    from llmx.engine.arch.gemma3 import column_major
+    from llmx.engine.packed import column_major
     from llmx.engine.formats.safetensors import read_safetensors
     from llmx.engine.hooks import Hooks, Trace
     from llmx.engine.sae.explore import output_tokens

@@ -55,8 +55,12 @@ def test_first_load_packs_later_loads_map_the_pack(fresh_gpt2, monkeypatch):
     views = load(str(fresh_gpt2))
     assert not views.weights.blocks[1].w_in.w.flags.c_contiguous  # [in, out] on disk, seen as [out, in]
     np.testing.assert_array_equal(views.weights.blocks[1].w_in.w, block.w_in.w)
-    for model in (first, second):
+    for model in (first, second):  # the tied embedding column-major from the pack (packed.column_major)
+        assert model.weights.embed.flags.f_contiguous and not model.weights.embed.flags.c_contiguous
+        assert model.weights.unembed is model.weights.embed
+        np.testing.assert_array_equal(model.weights.embed, views.weights.embed)
         np.testing.assert_allclose(logits(model), logits(views), atol=1e-5)
+    assert views.weights.embed.flags.c_contiguous  # as in the file
 
 
 def test_the_pack_follows_the_content_not_the_modification_time(fresh_gpt2, tmp_path, tiny_gpt2, monkeypatch):
@@ -226,6 +230,21 @@ def test_a_gguf_file_rewritten_in_place_with_the_same_mtime_gets_a_new_pack(fres
     assert len(gguf_packs()) == len(before) + 1 and "storing" in notices[0]
     monkeypatch.setenv("LLMX_PACK", "0")
     np.testing.assert_array_equal(logits(rewritten), logits(load(str(other))))
+
+
+def test_a_gguf_file_s_tied_embedding_is_column_major_packed_or_not(fresh_gguf, monkeypatch):
+    """For the unembedding's matrix-vector product (packed.column_major), and the pack keeps that layout; a separate
+    output matrix and the embedding stay row-major."""
+    first, second = load(str(fresh_gguf)), load(str(fresh_gguf))  # the first writes the pack, the second maps it
+    monkeypatch.setenv("LLMX_PACK", "0")
+    built = load(str(fresh_gguf))
+    for model in (first, second, built):
+        w = model.weights
+        assert (w.unembed is w.embed) == model.config.tied and w.embed.shape == (model.config.n_vocab, 64)
+        assert w.embed.flags.f_contiguous == model.config.tied and w.embed.flags.c_contiguous != model.config.tied
+        assert w.unembed.flags.c_contiguous != model.config.tied
+        np.testing.assert_array_equal(w.embed, built.weights.embed)
+        np.testing.assert_array_equal(logits(model), logits(built))
 
 
 def test_llmx_pack_0_dequantizes_a_gguf_file_and_writes_no_pack(fresh_gguf, monkeypatch):

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import CheckpointError
 from ..formats.checks import MAX_CONTEXT, count, positive_float, short
 from ..formats.gguf import GGUFHeader
@@ -93,19 +91,9 @@ def local_layers(pattern, n_layer: int, where: str) -> tuple[int, ...]:
 
 
 def weights_from_gguf(src: TensorSource, cfg: Config) -> Weights:
-    """Llama's tensors (no reordering of query and key rows) plus the extra norms of each block; the tied
-    embedding kept column-major (`column_major`). Built once per file: the pack keeps the layout."""
-    weights = with_all_norms(src, cfg, GGUF_NAMES)
-    return column_major(weights) if cfg.tied else weights
-
-
-def column_major(weights: Weights) -> Weights:
-    """The tied embedding [n_vocab, n_embd] stored column-major, i.e. as its transpose [n_embd, n_vocab] in
-    row-major order. The logits x @ unembed.T then read that transpose row by row, each row a multiple of one
-    input: OpenBLAS runs this matrix-vector product ~1.7x faster than one dot product per 640-wide row, and
-    the unembedding is 63% of the bytes Gemma 3 270M reads per token. Looking a token up reads a column."""
-    embed = np.asfortranarray(weights.embed)  # [n_vocab, n_embd], column-major
-    return dataclasses.replace(weights, embed=embed, unembed=embed)
+    """Llama's tensors (no reordering of query and key rows) plus the extra norms of each block (the loader keeps
+    the tied embedding column-major: packed.column_major)."""
+    return with_all_norms(src, cfg, GGUF_NAMES)
 
 
 def with_all_norms(src: TensorSource, cfg: Config, names: dict) -> Weights:

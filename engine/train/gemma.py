@@ -22,7 +22,7 @@ from . import layers as L
 
 def embed_forward(embed: np.ndarray, ids: np.ndarray, cfg: Config) -> np.ndarray:
     """Token embeddings [batch, n_seq, n_embd], times Gemma's scale rounded to their dtype as model.embed does."""
-    x = embed[ids]  # a column-major embedding (Gemma's, see arch.gemma3.column_major) gathers its rows just as well
+    x = embed[ids]  # a column-major embedding (Gemma's, see packed.column_major) gathers its rows just as well
     return x * x.dtype.type(cfg.embed_scale) if cfg.embed_scale is not None else x
 
 

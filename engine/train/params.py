@@ -14,7 +14,7 @@ def to_params(weights: Weights, dtype=np.float32, *, copy: bool = True) -> dict[
     """Contiguous arrays of every weight, named `embed`, `blocks.0.w_qkv.w`, `blocks.0.q_norm.g`, `ln_final.g`, ...:
     a tied unembedding appears once, as `embed`. copy=False shares the arrays already in `dtype` and row-major (for
     weights that stay frozen, as LoRA's base: half the memory); copy=True makes fresh ones that training may change
-    in place. The embedding keeps its layout either way: Gemma's is column-major (arch.gemma3.column_major), and a
+    in place. The embedding keeps its layout either way: Gemma's is column-major (packed.column_major), and a
     row-major copy of it would be a second 671 MB array for Gemma 3 270M, of no use to the head's products."""
     params = {"embed": weights.embed}
     if weights.pos_embed is not None:
