@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
@@ -123,7 +124,23 @@ def through_pack(path: Path, fmt: str, tensors: Callable[[], dict[str, np.ndarra
     except OSError as e:
         notice(f"cannot write {path} ({e.strerror}): {purpose.without}")
         return None
+    remove_superseded(path)
     return verified_pack(path, fmt)
+
+
+def remove_superseded(pack: Path) -> None:
+    """Delete the packs of the same kind as `pack` ("gpt2-v3-KEY.safetensors") but an older layout: this llmx never
+    reads them, and each is as large as a model's float32 weights (GPT-2's first packs had no "-vN": layout 1).
+    An older llmx sharing the cache writes its own again when it next loads that model."""
+    kind, layout = re.fullmatch(r"(\w+)-v(\d+)-[0-9a-f]+\.safetensors", pack.name).groups()
+    older = re.compile(rf"{kind}-(?:v(\d+)-)?[0-9a-f]{{16,}}\.safetensors")  # a content key: 16 hex digits or more
+    for path in pack.parent.glob(f"{kind}-*.safetensors"):
+        match = older.fullmatch(path.name)
+        if match and int(match[1] or 1) < int(layout):
+            try:
+                path.unlink()
+            except OSError:
+                pass  # gone already, or a read-only file
 
 
 def matrices(weights: Weights):

@@ -83,6 +83,29 @@ def test_the_pack_follows_the_content_not_the_modification_time(fresh_gpt2, tmp_
     np.testing.assert_allclose(logits(rewritten), logits(load(str(other))), atol=1e-5)
 
 
+def test_writing_a_pack_removes_those_of_older_layouts_of_its_kind(fresh_gpt2, fresh_gguf):
+    from llmx.engine.packed import GGUF_LAYOUT, LAYOUT
+
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "0a1b2c3d4e5f60718293a4b5"
+    gpt2_old = [f"gpt2-{key}.safetensors", *(f"gpt2-v{n}-{key}.safetensors" for n in range(2, LAYOUT))]
+    gguf_old = [f"gguf-v{n}-{key}.safetensors" for n in range(1, GGUF_LAYOUT)]
+    kept = [f"gpt2-v{LAYOUT + 1}-{key}.safetensors", f"gguf-v{GGUF_LAYOUT + 1}-{key}.safetensors",  # a later llmx's
+            f"spm-{key}.npz", "gguf-added.safetensors"]  # and what is no pack
+    for name in [*gpt2_old, *gguf_old, *kept]:
+        (folder / name).write_bytes(b"x")
+    assert gpt2_old and gguf_old
+    load(str(fresh_gguf))
+    assert not any((folder / name).exists() for name in gguf_old)
+    assert all((folder / name).exists() for name in [*gpt2_old, *kept])
+    load(str(fresh_gpt2))
+    assert not any((folder / name).exists() for name in gpt2_old)
+    assert all((folder / name).exists() for name in kept) and packs() and gguf_packs()
+    for name in kept:
+        (folder / name).unlink()
+
+
 def test_a_damaged_pack_is_not_used_and_is_rebuilt(fresh_gpt2):
     before = set(packs())
     load(str(fresh_gpt2))
