@@ -145,12 +145,14 @@ def mlp_rows(x: np.ndarray, blk: Block, cfg: Config) -> np.ndarray:
 
 
 def linear_rows(x: np.ndarray, p: Linear) -> np.ndarray:
-    """x @ p.w.T + b for B rows, computed as (p.w @ x.T).T: OpenBLAS runs the weight matrix times a few
-    columns faster than a few rows times the transposed matrix (15-20% of a GPT-2 step at B = 16 on a
-    2-core AVX-512 host). One row takes nn.linear, so that a batch of one is the single pass exactly."""
+    """x @ p.w.T + b for B rows, computed as (p.w @ x.T).T where p.w is row-major: OpenBLAS runs the weight
+    matrix times a few columns faster than a few rows times the transposed matrix (15-20% of a GPT-2 step at
+    B = 16 on a 2-core AVX-512 host). A column-major p.w (a tied embedding) is the other way round (GPT-2's
+    unembedding of 16 rows: 15 ms as x @ p.w.T, 24 ms so). One row takes nn.linear, so that a batch of one is
+    the single pass exactly."""
     if x.shape[0] == 1:
         return linear(x, p)
-    y = (p.w @ x.T).T  # [out, in] @ [in, B] -> [out, B], seen as [B, out]
+    y = (p.w @ x.T).T if p.w.flags.c_contiguous else x @ p.w.T  # [B, out]
     if p.b is not None:
         y += p.b
     return y
