@@ -174,13 +174,14 @@ def test_a_real_ctrl_c_finishes_the_step_under_way(tiny_gpt2, tmp_path, monkeypa
     monkeypatch.setattr(finetune, "train_step", signalled)
     text = tmp_path / "text.txt"
     text.write_text("Now is the winter of our discontent. " * 20)
+    before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler; SIG_IGN in a job started with `&`
     r = run("finetune", "-m", str(tiny_gpt2), "--data", str(text), "--ctx", "16", "--out", str(tmp_path / "out"),
             "--log", str(tmp_path / "log.jsonl"))
     assert r.exit_code == 130 and "stopping after this step" in r.stderr
     assert json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())["step"] == 2
     logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged == [1, 2]  # the step the Ctrl-C saved is in the log too
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
 
 
 def test_resume_refuses_other_options(tiny_gpt2, tmp_path):
