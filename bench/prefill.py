@@ -4,7 +4,8 @@
     python bench/prefill.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf --tokens 512 4096
     (bench/bench.py --smollm2 FILE prints these rows after its own)
 
-llmx's pass is timed whole and by part, through wrappers around the engine's functions:
+llmx's pass is timed whole as `forward` runs it (in lanes, engine/lanes.py, where it runs so), and without lanes
+whole and by part, through wrappers around the engine's functions:
 - matrix products with the weights (`linear`, the unembedding; a bias add included), and the rate they reach
   against this machine's peak for one product of the MLP's shape;
 - attention: the scores, softmax and weighted values (`weighted_values`), and the KV cache writes (`remember`);
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -89,19 +92,38 @@ def peak_rate(cfg, n: int) -> float:
     return 2 * n * cfg.n_embd * cfg.n_ff / min(bench.timed(lambda: x @ w.T) for _ in range(5))
 
 
+@contextlib.contextmanager
+def plain_pass():
+    """forward without lanes (engine/lanes.py): the pass whose parts run one after another, so they can be timed."""
+    from llmx.engine import lanes
+
+    saved = lanes.MIN_ROWS
+    lanes.MIN_ROWS = sys.maxsize
+    try:
+        yield
+    finally:
+        lanes.MIN_ROWS = saved
+
+
 def report(label: str, ours, theirs, lengths, repeats: int) -> None:
     import numpy as np
+    from llmx.engine import lanes
+    from llmx.engine.model import CHUNK
 
     rng = np.random.default_rng(0)
     for n in lengths:
         ids = rng.integers(0, ours.config.n_vocab, n).tolist()
-        parts = timed_parts(ours, ids, repeats)
+        with plain_pass():
+            parts = timed_parts(ours, ids, repeats)
+        laned = timed_runs(lambda: ours.forward(ids), repeats)["whole pass"]
         bench.torch_prefill(theirs, ids)
         theirs_s = statistics.median(bench.timed(lambda: bench.torch_prefill(theirs, ids)) for _ in range(repeats))
         whole, products = parts["whole pass"], parts["matrix products (weights)"]
         rate, peak = product_flops(ours.config, n) / products, peak_rate(ours.config, min(n, 512))
-        print(f"\n{label}, {n}-token prefill, medians of {repeats}: llmx {whole * 1e3:.0f} ms "
-              f"({n / whole:.0f} tokens/s), transformers {theirs_s * 1e3:.0f} ms ({theirs_s / whole:.2f}x)")
+        threads = lanes.count(ours.config, min(n, CHUNK), None)
+        print(f"\n{label}, {n}-token prefill, medians of {repeats}: llmx {laned * 1e3:.0f} ms ({n / laned:.0f} tokens/s, "
+              f"{threads} lane{'s' * (threads > 1)}), transformers {theirs_s * 1e3:.0f} ms ({theirs_s / laned:.2f}x)")
+        print(f"  without lanes {whole * 1e3:.0f} ms ({theirs_s / whole:.2f}x), by part:")
         for name, seconds in parts.items():
             if name != "whole pass":
                 print(f"  {name:36} {seconds * 1e3:7.0f} ms  {seconds / whole:4.0%}")
@@ -110,7 +132,8 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
         print(f"  the products ran at {rate / 1e9:.0f} GFLOP/s; one product of the MLP's shape alone: "
               f"{peak / 1e9:.0f} GFLOP/s")
         print(f"  for 1.0x transformers the rest may take {(theirs_s - products) * 1e3:.0f} ms, for 1.2x "
-              f"{(theirs_s / 1.2 - products) * 1e3:.0f} ms; it takes {(whole - products) * 1e3:.0f} ms")
+              f"{(theirs_s / 1.2 - products) * 1e3:.0f} ms; it takes {(whole - products) * 1e3:.0f} ms without lanes, "
+              f"{(laned - products) * 1e3:.0f} ms with them (if the products take as long)")
 
 
 def report_decode(label: str, ours, weight_bytes: int, repeats: int, n_new: int = 32) -> None:

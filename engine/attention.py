@@ -81,16 +81,26 @@ def qkv(x: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray,
 def heads_of(fused: np.ndarray, blk: Block, cfg: Config, rope, hook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fused projection [n_seq, n_q + 2 * n_kv] as query, key and value heads, normalized and rotated
     where the model does (engine/batched.py computes the projection its own way, then calls this)."""
-    n_seq, d_head = fused.shape[0], cfg.d_head
-    n_q, n_kv = cfg.n_head * d_head, cfg.n_kv_head * d_head
-    q = fused[:, :n_q].reshape(n_seq, cfg.n_head, d_head).transpose(1, 0, 2)  # [n_head, n_seq, d_head]
-    k = fused[:, n_q:n_q + n_kv].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)  # [n_kv_head, ...]
-    v = fused[:, n_q + n_kv:].reshape(n_seq, cfg.n_kv_head, d_head).transpose(1, 0, 2)
-    if cfg.qk_norm:  # Gemma 3: each head's query and key RMS-normalized before the rotation
-        q, k = rms_norm(q, blk.q_norm.g, cfg.norm_eps), rms_norm(k, blk.k_norm.g, cfg.norm_eps)
-    if rope is not None:  # rotary positions: rotate queries and keys by their positions' angles
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    n_q, n_kv = cfg.n_head * cfg.d_head, cfg.n_kv_head * cfg.d_head
+    q = rotated(fused[:, :n_q], blk.q_norm, cfg, rope)
+    k = rotated(fused[:, n_q:n_q + n_kv], blk.k_norm, cfg, rope)
+    v = as_heads(fused[:, n_q + n_kv:], cfg)
     return heads(hook, "attn.q", q), heads(hook, "attn.k", k), heads(hook, "attn.v", v)
+
+
+def as_heads(part: np.ndarray, cfg: Config) -> np.ndarray:
+    """Columns of heads [n_seq, heads * d_head] as [heads, n_seq, d_head] (a view)."""
+    return part.reshape(part.shape[0], -1, cfg.d_head).transpose(1, 0, 2)
+
+
+def rotated(part: np.ndarray, norm, cfg: Config, rope) -> np.ndarray:
+    """Query or key heads [n_seq, heads * d_head] -> [heads, n_seq, d_head], each RMS-normalized by `norm` where
+    the model does (Gemma 3's q_norm, k_norm) and rotated by its position's angles (rotary models). A run of
+    heads gives its own part of the whole: engine/lanes.py computes a few heads at a time."""
+    x = as_heads(part, cfg)
+    if cfg.qk_norm:
+        x = rms_norm(x, norm.g, cfg.norm_eps)
+    return apply_rope(x, *rope) if rope is not None else x
 
 
 def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, window: int | None) -> np.ndarray:
@@ -143,17 +153,19 @@ def block_values(q, keys, values, cfg: Config, start: int, first: int, window: i
 def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window: int | None, hook) -> np.ndarray:
     """Queries of positions start.. [n_head, n_seq, d_head] against the keys and values of positions
     first..start + n_seq - 1 [n_kv_head, n_keys, d_head]: each head's weighted values [n_head, n_seq, d_head].
+    The head counts come from the arrays: any key heads with the query heads that share them will do.
 
     The softmax is normalized after the product with the values: dividing the weighted values [.., d_head] by
     the rows' sums is the same as dividing the scores [.., n_keys] first, in fewer operations (the scores are
     the largest arrays of a long pass). A hook on the pattern sees it normalized; unless the hook replaces it,
     the pass goes on as it does without hooks, to the bit."""
-    n_seq, n_keys, group = q.shape[1], keys.shape[1], cfg.n_head // cfg.n_kv_head  # group: heads per key head
-    q = q.reshape(cfg.n_kv_head, group * n_seq, cfg.d_head)  # a group's queries are rows of one product
+    (n_head, n_seq, d_head), (n_kv_head, n_keys) = q.shape, keys.shape[:2]
+    group = n_head // n_kv_head  # query heads per key head
+    q = q.reshape(n_kv_head, group * n_seq, d_head)  # a group's queries are rows of one product
     # scores in powers of 2 (nn.LOG2E: softmax of s is 2**(s * LOG2E) normalized), scaled through q: fewer numbers
     q = q * q.dtype.type(LOG2E / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     scores = q @ keys.transpose(0, 2, 1)  # [n_kv_head, group * n_seq, n_keys]
-    by_query = scores.reshape(cfg.n_kv_head, group, n_seq, n_keys)  # a view: the masks go by query position
+    by_query = scores.reshape(n_kv_head, group, n_seq, n_keys)  # a view: the masks go by query position
     if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
         hide(by_query, start, first, window)
     scores -= scores.max(axis=-1, keepdims=True)  # 2**0 = 1 at each row's max: nothing overflows
@@ -164,14 +176,14 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
         zero_hidden(by_query, start, first, window)
     sums = scores.sum(axis=-1, keepdims=True)
     if hook.wants("attn.pattern"):
-        pattern = (scores / sums).reshape(cfg.n_head, n_seq, n_keys)  # [head, dest, src]
+        pattern = (scores / sums).reshape(n_head, n_seq, n_keys)  # [head, dest, src]
         hooked = pattern_hook(hook, pattern, first)
         if hooked is not pattern:  # replaced by a hook (which may not change it in place: hooks.py)
-            z = hooked.reshape(cfg.n_kv_head, group * n_seq, n_keys) @ values
-            return z.reshape(cfg.n_head, n_seq, cfg.d_head)
+            z = hooked.reshape(n_kv_head, group * n_seq, n_keys) @ values
+            return z.reshape(n_head, n_seq, d_head)
     z = scores @ values  # [n_kv_head, group * n_seq, d_head]
     z /= sums
-    return z.reshape(cfg.n_head, n_seq, cfg.d_head)  # as heads
+    return z.reshape(n_head, n_seq, d_head)  # as heads
 
 
 def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:

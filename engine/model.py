@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import lanes
 from .attention import KVCache, attention
 from .hooks import Hooks, points
 from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu, times_transposed
@@ -237,7 +238,10 @@ def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hoo
     rope, local_rope = rotary_tables(cfg, start, end, weights.embed.dtype)
     outside = points(hooks, None, start)
     x = embed(ids, weights, cfg, start, outside)  # [n_seq, n_embd]
-    for i, blk in enumerate(weights.blocks):
+    threads = lanes.count(cfg, len(ids), hooks)
+    if threads > 1:  # a long pass without hooks: every block's steps shared between threads (engine/lanes.py)
+        x = lanes.blocks(x, weights, cfg, cache, start, rope, threads)
+    for i, blk in enumerate(weights.blocks if threads == 1 else ()):
         local = i in cfg.local_layers
         x = block(x, blk, cfg, cache.k[i], cache.v[i], start, local_rope if local else rope,
                   points(hooks, i, start), cfg.sliding_window if local else None)

@@ -12,6 +12,7 @@ This module does not import NumPy: the count is decided before NumPy loads its B
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -86,3 +87,21 @@ def use_blas_threads(threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads, user_api="blas")
+
+
+@functools.cache
+def blas_controller():
+    """threadpoolctl's handle on NumPy's BLAS, found once (looking for it takes a few milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def blas_threads_now() -> int:
+    """How many threads NumPy's BLAS is set to use now (what `use_blas_threads` chose, or the BLAS's own setting)."""
+    return max([lib["num_threads"] for lib in blas_controller().info()] or [1])
+
+
+def blas_limit(threads: int):
+    """A context in which NumPy's BLAS uses `threads` threads, and after which it uses as many as before."""
+    return blas_controller().limit(limits=threads)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..threads import blas_limit, blas_threads_now
 from .net import Lora, train_backward, train_forward
 from .optim import AdamW, adamw_step, clip_gradients
 
@@ -64,20 +65,6 @@ def batch_gradient(params: dict, cfg, ids, targets, mask, trainable, lora: Lora 
     return sum(loss for loss, _ in results), total
 
 
-def blas_threads() -> int:
-    """How many threads NumPy's BLAS is set to use (LLMX_THREADS, or the cores left idle: see engine/threads.py)."""
-    from threadpoolctl import ThreadpoolController
-
-    return max([lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()] or [1])
-
-
-def blas_limit(threads: int):
-    """A context in which NumPy's BLAS uses `threads` threads, and after which it uses as many as before."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController().select(user_api="blas").limit(limits=threads)
-
-
 def row_gradient(params: dict, cfg, ids, targets, mask, trainable, lora: Lora | None) -> tuple[float, dict]:
     loss, tape = train_forward(params, cfg, ids, targets, mask, lora, trainable)
     return loss, train_backward(tape, params, cfg, trainable, lora)
@@ -95,7 +82,7 @@ def add_into(total: dict, grads: dict) -> None:
 def train_step(params: dict, cfg, micro_batches, state: dict, opt: AdamW, lr: float, *, trainable,
                lora: Lora | None = None, clip: float | None = 1.0) -> StepResult:
     """Update `params` in place by one AdamW step at learning rate `lr` on the batch split into `micro_batches`."""
-    threads = blas_threads()
+    threads = blas_threads_now()
     loss, grads = accumulate(params, cfg, micro_batches, trainable, lora, threads)
     norm = clip_gradients(grads, clip) if clip else float("nan")
     adamw_step(params, grads, state, opt, lr, threads=threads)

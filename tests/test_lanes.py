@@ -1,0 +1,150 @@
+"""A long pass in lanes (engine/lanes.py): each block's steps shared between threads, each with a one-thread BLAS.
+
+The lanes compute every number with the plain pass's functions, on slices of rows, heads or columns: the same
+math. (On SmolLM2 and GPT-2 small the residual stream came out bit-identical to the plain pass's with a one-thread
+BLAS; but OpenBLAS may take other kernels for slices of small matrices, such as these tiny models', so the tests
+compare in float64, and float32 against float64, as test_longctx.py does.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+import conftest
+import float64
+from llmx.engine import lanes
+from llmx.engine import attention as attention_module
+from llmx.engine.hooks import NO_POINTS, Trace
+from llmx.engine.model import KVCache, block, embed, forward, rotary_tables
+from llmx.engine.threads import blas_limit
+
+IDS = [int(i) for i in np.random.default_rng(5).integers(0, 50257, 60)]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_model(tmp_path_factory, gpt2_vocab):
+    from llmx.engine import load
+
+    return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-lanes"), gpt2_vocab, tied=False)))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def tiny(request, tiny_gpt2_model, tiny_llama_model):
+    """GPT-2 (LayerNorm, biases, GELU, learned positions) and Llama (RMSNorm, SwiGLU, rotary, 4 query heads
+    sharing 2 key/value heads)."""
+    return tiny_gpt2_model if request.param == "gpt2" else tiny_llama_model
+
+
+def blocks_plain(model, ids, cache, start):
+    """The residual stream after model.block for each layer, as one_pass runs them without lanes."""
+    cfg, weights = model.config, model.weights
+    x = embed(np.asarray(ids), weights, cfg, start, NO_POINTS)
+    rope, _ = rotary_tables(cfg, start, start + len(ids), weights.embed.dtype)
+    for i, blk in enumerate(weights.blocks):
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, NO_POINTS, None)
+    return x
+
+
+def blocks_in_lanes(model, ids, cache, start, n):
+    cfg, weights = model.config, model.weights
+    x = embed(np.asarray(ids), weights, cfg, start, NO_POINTS)
+    rope, _ = rotary_tables(cfg, start, start + len(ids), weights.embed.dtype)
+    return lanes.blocks(x, weights, cfg, cache, start, rope, n)
+
+
+def prefix_cache(model, n):
+    """A cache holding IDS[:n] (empty for n = 0), computed by the plain pass."""
+    cache = KVCache.empty(model.config)
+    return forward(IDS[:n], model.weights, model.config, cache)[1] if n else cache
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("prefix", [0, 9])
+def test_lanes_compute_the_plain_blocks(tiny, n, prefix, monkeypatch):
+    """2 and 3 lanes (uneven shares: 4 heads, 2 key heads, 64 columns), attention in blocks of 16 queries dealt
+    between them, with and without a cached prefix: the plain pass's residual stream and keys and values, to
+    float64 rounding in float64 and to float32 rounding in float32."""
+    monkeypatch.setattr(attention_module, "BLOCK", 16)
+    monkeypatch.setattr(attention_module, "MIN_BLOCK", 16)
+    ids, exact = IDS[prefix:], float64.llmx_float64(tiny)
+    plain_cache, exact_cache = prefix_cache(exact, prefix), prefix_cache(exact, prefix)
+    plain = blocks_plain(exact, ids, plain_cache, prefix)
+    laned = blocks_in_lanes(exact, ids, exact_cache, prefix, n)
+    assert laned.shape == plain.shape == (len(ids), tiny.config.n_embd) and laned.dtype == np.float64
+    np.testing.assert_allclose(laned, plain, rtol=0, atol=1e-12)
+    assert np.abs(plain).max() > 0.01
+    lane_cache = prefix_cache(tiny, prefix)
+    np.testing.assert_allclose(blocks_in_lanes(tiny, ids, lane_cache, prefix, n), plain, rtol=0,
+                               atol=float64.TINY_FLOAT32_TOLERANCE)
+    end = len(IDS)
+    for mine, exactly, theirs in zip(lane_cache.k + lane_cache.v, exact_cache.k + exact_cache.v,
+                                     plain_cache.k + plain_cache.v):
+        np.testing.assert_allclose(exactly[:, :end], theirs[:, :end], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(mine[:, :end], theirs[:, :end], rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
+def test_lanes_count_follows_the_blas_and_the_pass(tiny, monkeypatch):
+    """Two lanes for long passes without hooks where the BLAS has two threads; the plain pass otherwise."""
+    cfg, long = tiny.config, lanes.MIN_ROWS
+    with blas_limit(2):
+        assert lanes.count(cfg, long, None) == 2 == lanes.LANES
+        assert lanes.count(cfg, long - 1, None) == 1
+        assert lanes.count(cfg, long, Trace(["blocks.0.resid_post"])) == 1
+        assert lanes.count(dataclasses.replace(cfg, local_layers=(0,), sliding_window=8), long, None) == 1
+        assert lanes.count(dataclasses.replace(cfg, post_norms=True), long, None) == 1
+    for threads in (1, 3):
+        with blas_limit(threads):
+            assert lanes.count(cfg, long, None) == 1
+
+
+def test_forward_in_lanes_matches_the_float64_reference_and_decodes_on(tiny, monkeypatch):
+    """forward runs a long pass in lanes (here: any pass of 8 or more positions, 2 BLAS threads): its logits are
+    the float64 reference's within float32 rounding, and the cache it leaves decodes greedily as the plain
+    pass's does."""
+    monkeypatch.setattr(lanes, "MIN_ROWS", 8)
+    passes = []
+    real_blocks = lanes.blocks
+    monkeypatch.setattr(lanes, "blocks", lambda *args: passes.append(len(args[0])) or real_blocks(*args))
+    exact, _ = forward(IDS, float64.llmx_float64(tiny).weights, tiny.config, all_logits=True)
+
+    def greedy(n_new):
+        logits, cache = forward(IDS[:40], tiny.weights, tiny.config)
+        out = []
+        for _ in range(n_new):
+            out.append(int(np.argmax(logits)))
+            logits, cache = forward(out[-1:], tiny.weights, tiny.config, cache)
+        return out
+
+    with blas_limit(2):
+        logits, cache = forward(IDS, tiny.weights, tiny.config, all_logits=True)
+        laned = greedy(12)
+    assert passes[0] == len(IDS) and cache.length == len(IDS)
+    np.testing.assert_allclose(logits, exact, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+    monkeypatch.setattr(lanes, "MIN_ROWS", 10**9)
+    passes.clear()
+    with blas_limit(2):
+        assert greedy(12) == laned and not passes
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_in_any_lane_stops_them_all_and_reaches_the_caller(tiny_gpt2_model, monkeypatch, where, error):
+    """An error (or Ctrl-C) in the calling thread's lane or in another lane is raised by forward, and no lane is
+    left waiting for the others."""
+    monkeypatch.setattr(lanes, "MIN_ROWS", 8)
+    real = lanes.hidden_columns
+
+    def failing(*args):
+        if (threading.current_thread() is threading.main_thread()) == (where == "main"):
+            raise error("lane stopped")
+        return real(*args)
+
+    monkeypatch.setattr(lanes, "hidden_columns", failing)
+    before = threading.active_count()
+    with blas_limit(2), pytest.raises(error, match="lane stopped"):
+        forward(IDS, tiny_gpt2_model.weights, tiny_gpt2_model.config)
+    assert threading.active_count() == before
