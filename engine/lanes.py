@@ -2,30 +2,32 @@
 
 OpenBLAS splits each matrix product between its threads, but NumPy runs everything else of a pass on one core:
 norms, rotations, the softmax's passes over the scores, the MLP's activation. In a 512-token SmolLM2 pass that
-is about 30% of the time, with the other core idle. Here each of n lanes (one per BLAS thread) takes its share of
-every step of a block, as tensor-parallel training splits a model between devices:
+is about 30% of the time, with the other core idle. Here each of n lanes (threads; model.one_pass runs 2) takes its
+share of every step of a block, as tensor-parallel training splits a model between devices:
 
     step                       a lane's share
     norm before attention      its rows
-    queries, keys, values      its heads (a run of the fused projection's rows), rotated and written to the cache
-    attention                  its (key head, block of queries) pairs, dealt out by the keys they see
-    output projection          its columns of the residual stream (a slice of w_o's rows), added in place
+    queries, keys, values      its query heads and key/value heads (runs of the fused projection's rows), rotated
+                               and written to the cache (a sliding-window layer's ring buffer too)
+    attention                  its (key heads, block of queries) pairs, dealt out by the keys they see
+    output projection          its columns of the residual stream (a slice of w_o's rows), added in place (with
+                               Gemma's post-norms: written, then normalized and added by rows)
     norm before the MLP        its rows
     MLP in and activation      its columns of the hidden layer (gate and up alike)
-    MLP out                    its columns of the residual stream, added in place
+    MLP out                    its columns of the residual stream, added as the output projection's
 
 and the lanes wait for each other between steps (a threading.Barrier, 7 times per block, ~50 us each). Every
 number is computed by the functions the plain pass uses, on slices: a product's output columns from a slice of
-the weight's rows are the same sums, and element-wise steps do not depend on their neighbours. On SmolLM2 and
-GPT-2 small the residual stream came out bit-identical to the plain pass's with a one-thread BLAS (512 and 4,096
-tokens); OpenBLAS may still sum a slice in another order (other kernels for small matrices, long products split
-otherwise with more threads), within float32 rounding, which is what tests/test_lanes.py checks.
+the weight's rows are the same sums, and element-wise steps do not depend on their neighbours. SmolLM2's, GPT-2
+small's and Gemma 3 270M's residual streams after 512 tokens came out bit-identical to the plain pass's with a
+one-thread BLAS (SmolLM2's logits after 4,096 too); OpenBLAS may still sum a slice in another order (other kernels
+for small matrices, long products split otherwise with more threads), within float32 rounding, which is what
+tests/test_lanes.py checks.
 
 model.one_pass uses 2 lanes (`count`) for passes of at least MIN_ROWS positions without hooks (which see whole
-activations), when the BLAS has 2 threads and every layer attends to all earlier positions and adds its output
-unnormalized (not Gemma 3, whose sliding-window layers and post-norms keep the plain pass). On 2 cores, medians of
-alternating passes in one process: SmolLM2 at 512 tokens 1.16x as fast as the plain pass (18 of 20 pairs
-faster), at 2,048 1.30x; GPT-2 small at 512 0.99x, at 1,024 1.17x; at 256 tokens lanes were slower (0.87-0.93x).
+activations), when the BLAS has 2 threads. On 2 cores, medians of alternating passes in one process: SmolLM2 at
+512 tokens 1.12-1.16x as fast as the plain pass (18 of 20 pairs faster), at 2,048 1.30x; GPT-2 small at 512
+0.99x, at 1,024 1.17x; Gemma 3 270M at 512 1.09x, at 2,048 1.05x; at 256 tokens lanes were slower (0.87-0.93x).
 Lanes on more cores are not measured: with more BLAS threads the plain pass keeps every core on the products.
 """
 
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .attention import as_heads, block_size, block_values, rotated
+from .attention import as_heads, block_size, block_values, remember, rotated
 from .nn import gelu_new, linear, silu
 from .threads import blas_limit, blas_threads_now
 
@@ -52,22 +54,22 @@ ONE_AT_A_TIME = threading.Lock()  # lane passes from several threads take turns 
 
 def count(cfg: Config, n_seq: int, hooks) -> int:
     """How many lanes a pass of n_seq positions runs in: LANES, or 1 (the plain pass)."""
-    if n_seq < MIN_ROWS or (hooks is not None and hooks.entries) or cfg.local_layers or cfg.post_norms:
+    if n_seq < MIN_ROWS or (hooks is not None and hooks.entries):
         return 1
     return LANES if blas_threads_now() == LANES else 1
 
 
-def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: int, rope, lanes: int) -> np.ndarray:
+def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: int, ropes, lanes: int) -> np.ndarray:
     """The residual stream [n_seq, n_embd] after every block, for new positions start.. whose keys and values go
-    into `cache`'s buffers: model.block for each layer, shared between `lanes` threads. x is updated in place."""
-    n_seq = len(x)
-    plan = Plan.of(cfg, n_seq, start, lanes)
-    shared = Shared(x, np.empty_like(x), np.empty((cfg.n_head, n_seq, cfg.d_head), x.dtype),
-                    np.empty((n_seq, cfg.n_head, cfg.d_head), x.dtype), np.empty((n_seq, cfg.n_ff), x.dtype))
+    into `cache`'s buffers: model.block for each layer, shared between `lanes` threads. `ropes`: the rotary tables
+    of the global and of the local layers (model.rotary_tables). x is updated in place."""
+    plan, shared = Plan.of(cfg, len(x), start, lanes), Shared.of(x, cfg, start)
 
     def lane(i: int, meet) -> None:
         for layer, blk in enumerate(weights.blocks):
-            block_share(i, meet, blk, cfg, cache.k[layer], cache.v[layer], start, rope, plan, shared)
+            local = layer in cfg.local_layers
+            block_share(i, meet, blk, cfg, cache.k[layer], cache.v[layer], start, ropes[local],
+                        cfg.sliding_window if local else None, plan, shared)
 
     run(lanes, lane)
     return x
@@ -82,6 +84,25 @@ class Shared:
     q: np.ndarray  # queries [n_head, n_seq, d_head]
     z: np.ndarray  # the heads' weighted values [n_seq, n_head, d_head]
     hidden: np.ndarray  # the MLP's hidden layer after its activation [n_seq, n_ff]
+    out: np.ndarray | None  # with post-norms: a sublayer's output before its norm [n_seq, n_embd]
+    local_k: np.ndarray | None  # on a sliding-window layer: the keys the new positions see, in order
+    local_v: np.ndarray | None  # and their values [n_kv_head, n_keys, d_head] (attention.remember's)
+
+    @classmethod
+    def of(cls, x: np.ndarray, cfg: Config, start: int) -> Shared:
+        n_seq, dtype = len(x), x.dtype
+        local = None
+        if cfg.local_layers:
+            local = (cfg.n_kv_head, start + n_seq - first_seen(cfg, start), cfg.d_head)
+        return cls(x, np.empty_like(x), np.empty((cfg.n_head, n_seq, cfg.d_head), dtype),
+                   np.empty((n_seq, cfg.n_head, cfg.d_head), dtype), np.empty((n_seq, cfg.n_ff), dtype),
+                   np.empty_like(x) if cfg.post_norms else None,
+                   None if local is None else np.empty(local, dtype), None if local is None else np.empty(local, dtype))
+
+
+def first_seen(cfg: Config, start: int) -> int:
+    """The oldest position a sliding-window layer's first new query sees (attention.remember's `first`)."""
+    return max(0, start - cfg.sliding_window + 1)
 
 
 @dataclass(frozen=True)
@@ -89,16 +110,19 @@ class Plan:
     """Each lane's share of each step (a list with one entry per lane), the same in every block."""
 
     rows: list[slice]  # of the positions, for the norms
-    heads: list[slice]  # of the fused projection's heads: queries 0..n_head-1, then keys, then values
+    heads: list[tuple[slice, slice]]  # query heads and key/value heads, for the projections
     columns: list[slice]  # of the residual stream, for the output projection and the MLP's
     hidden: list[slice]  # of the MLP's hidden layer
-    pairs: list[list[tuple[slice, int]]]  # attention's (key heads, first query of a block) pairs
+    pairs: list[list[tuple[slice, int]]]  # attention's (key heads, first query of a block) pairs, global layers
+    local_pairs: list[list[tuple[slice, int]]]  # and sliding-window layers (whose blocks see fewer keys)
 
     @classmethod
     def of(cls, cfg: Config, n_seq: int, start: int, lanes: int) -> Plan:
         """The shares of a pass over n_seq new positions after `start` cached ones."""
-        return cls(shares(n_seq, lanes), shares(cfg.n_head + 2 * cfg.n_kv_head, lanes),
-                   shares(cfg.n_embd, lanes, ALIGN), shares(cfg.n_ff, lanes, ALIGN), deal(cfg, n_seq, start, lanes))
+        local_keys = start + n_seq - first_seen(cfg, start) if cfg.local_layers else start + n_seq
+        return cls(shares(n_seq, lanes), head_shares(cfg, lanes), shares(cfg.n_embd, lanes, ALIGN),
+                   shares(cfg.n_ff, lanes, ALIGN), deal(cfg, n_seq, start + n_seq, lanes),
+                   deal(cfg, n_seq, local_keys, lanes))
 
 
 def shares(total: int, lanes: int, align: int = 1) -> list[slice]:
@@ -107,45 +131,68 @@ def shares(total: int, lanes: int, align: int = 1) -> list[slice]:
     return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
-def deal(cfg: Config, n_seq: int, start: int, lanes: int) -> list[list[tuple[slice, int]]]:
-    """Attention's work as (key heads, first query of a block) pairs; blocks are attention.attend's. When the key
-    heads split evenly, each lane takes its run of them in every block (one product per block for all its heads);
-    otherwise (SmolLM2: 3 key heads) each key head in each block is a pair, dealt by the keys it sees, largest
-    first, each to the lane with the least so far."""
-    size = block_size(cfg, start + n_seq)
+def head_shares(cfg: Config, lanes: int) -> list[tuple[slice, slice]]:
+    """The projections' heads in `lanes` runs of near-equal work, in order: query heads (one product each), then
+    key/value heads (two each, kept together for the cache). Each lane gets a run of each kind, maybe empty."""
+    units = [(0, h) for h in range(cfg.n_head)] + [(1, g) for g in range(cfg.n_kv_head)]
+    total, done, lane_of = cfg.n_head + 2 * cfg.n_kv_head, 0, []
+    for kind, _ in units:
+        lane_of.append(min(lanes - 1, done * lanes // total))
+        done += 1 + kind
+    runs = []
+    for lane in range(lanes):
+        mine = [(kind, h) for (kind, h), owner in zip(units, lane_of) if owner == lane]
+        runs.append(tuple(span([h for kind, h in mine if kind == which]) for which in (0, 1)))
+    return runs
+
+
+def span(heads: list[int]) -> slice:
+    return slice(heads[0], heads[-1] + 1) if heads else slice(0, 0)
+
+
+def deal(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[list[tuple[slice, int]]]:
+    """Attention's work as (key heads, first query of a block) pairs, for blocks of attention.attend's size over
+    n_keys keys. When the key heads split evenly, each lane takes its run of them in every block (one product per
+    block for all its heads); otherwise (SmolLM2: 3 key heads; Gemma 3: 1) each key head in each block is a pair,
+    dealt by the keys its last query sees, largest first, each to the lane with the least so far."""
+    size = block_size(cfg, n_keys)
     firsts = range(0, n_seq, size)
     if cfg.n_kv_head % lanes == 0:
         return [[(heads, lo) for lo in firsts] for heads in shares(cfg.n_kv_head, lanes)]
+    cost = {lo: min(lo + size, n_seq) + n_keys - n_seq for lo in firsts}  # keys the block's last query sees
     pairs = sorted(((slice(kv, kv + 1), lo) for kv in range(cfg.n_kv_head) for lo in firsts),
-                   key=lambda pair: -min(pair[1] + size, n_seq))
+                   key=lambda pair: -cost[pair[1]])
     dealt, work = [[] for _ in range(lanes)], [0] * lanes
     for heads, lo in pairs:
         lane = work.index(min(work))
         dealt[lane].append((heads, lo))
-        work[lane] += start + min(lo + size, n_seq)
+        work[lane] += cost[lo]
     return dealt
 
 
-def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, plan: Plan,
-                shared: Shared) -> None:
+def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, window: int | None,
+                plan: Plan, shared: Shared) -> None:
     """Lane i's share of model.block for one layer (see the module's docstring); `meet()` waits for the others."""
     from .model import norm  # here: model imports this module
 
     x, normed, rows, columns = shared.x, shared.normed, plan.rows[i], plan.columns[i]
     normed[rows] = norm(x[rows], blk.ln1, cfg)
     meet()
-    project_heads(plan.heads[i], normed, blk, cfg, k_buf, v_buf, start, rope, shared.q)
+    project_heads(plan.heads[i], normed, blk, cfg, k_buf, v_buf, start, rope, window, shared)
     meet()
-    attend_pairs(plan.pairs[i], cfg, k_buf, v_buf, start, shared.q, shared.z)
+    if window is None:
+        attend_pairs(plan.pairs[i], cfg, k_buf, v_buf, start, 0, None, shared)
+    else:
+        attend_pairs(plan.local_pairs[i], cfg, shared.local_k, shared.local_v, start, first_seen(cfg, start), window,
+                     shared)
     meet()
-    x[:, columns] += linear(shared.z.reshape(len(x), -1), rows_of(blk.w_o, columns))
-    meet()
+    join(linear(shared.z.reshape(len(x), -1), rows_of(blk.w_o, columns)), columns, rows, blk.ln1_post, cfg,
+         shared, meet)
     normed[rows] = norm(x[rows], blk.ln2, cfg)
     meet()
     hidden_columns(plan.hidden[i], normed, blk, cfg, shared.hidden)
     meet()
-    x[:, columns] += linear(shared.hidden, rows_of(blk.w_out, columns))
-    meet()
+    join(linear(shared.hidden, rows_of(blk.w_out, columns)), columns, rows, blk.ln2_post, cfg, shared, meet)
 
 
 def rows_of(p: Linear, part: slice) -> Linear:
@@ -153,39 +200,53 @@ def rows_of(p: Linear, part: slice) -> Linear:
     return type(p)(p.w[part], None if p.b is None else p.b[part])
 
 
-def project_heads(heads: slice, x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope,
-                  q: np.ndarray) -> None:
-    """Heads `heads` of the fused projection (queries 0..n_head-1, then keys, then values): queries into q, keys
-    and values into the cache's buffers at positions start.., as attention.heads_of and remember do."""
-    d, n_q, n_kv = cfg.d_head, cfg.n_head, cfg.n_kv_head
-    fused = linear(x, rows_of(blk.w_qkv, slice(heads.start * d, heads.stop * d)))  # [n_seq, heads * d_head]
-    end = start + len(x)
-
-    def part(lo: int, hi: int) -> tuple[np.ndarray, int, int]:
-        """Those of this lane's heads within fused heads lo..hi-1: (their columns, first, last + 1 within lo..)."""
-        a, b = max(heads.start, lo), min(heads.stop, hi)
-        return fused[:, (a - heads.start) * d:(b - heads.start) * d], a - lo, b - lo
-
-    cols, a, b = part(0, n_q)
-    if a < b:
-        q[a:b] = rotated(cols, blk.q_norm, cfg, rope)
-    cols, a, b = part(n_q, n_q + n_kv)
-    if a < b:
-        k_buf[a:b, start:end] = rotated(cols, blk.k_norm, cfg, rope)
-    cols, a, b = part(n_q + n_kv, n_q + 2 * n_kv)
-    if a < b:
-        v_buf[a:b, start:end] = as_heads(cols, cfg)
+def project_heads(heads: tuple[slice, slice], x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int,
+                  rope, window: int | None, shared: Shared) -> None:
+    """This lane's query heads into shared.q, and its key/value heads into the cache's buffers (through
+    attention.remember, as the plain pass writes them; on a sliding-window layer also the keys and values its new
+    positions see, into shared.local_k and local_v)."""
+    (q_heads, kv_heads), d = heads, cfg.d_head
+    n_q, n_kv = cfg.n_head * d, cfg.n_kv_head * d
+    if q_heads.stop > q_heads.start:
+        fused = linear(x, rows_of(blk.w_qkv, slice(q_heads.start * d, q_heads.stop * d)))  # [n_seq, heads * d_head]
+        shared.q[q_heads] = rotated(fused, blk.q_norm, cfg, rope)
+    if kv_heads.stop > kv_heads.start:
+        lo, hi = kv_heads.start * d, kv_heads.stop * d
+        k = rotated(linear(x, rows_of(blk.w_qkv, slice(n_q + lo, n_q + hi))), blk.k_norm, cfg, rope)
+        v = as_heads(linear(x, rows_of(blk.w_qkv, slice(n_q + n_kv + lo, n_q + n_kv + hi))), cfg)
+        keys, values, _ = remember(k_buf[kv_heads], v_buf[kv_heads], k, v, start, window)
+        if window is not None:
+            shared.local_k[kv_heads], shared.local_v[kv_heads] = keys, values
 
 
-def attend_pairs(pairs, cfg: Config, k_buf, v_buf, start: int, q: np.ndarray, z: np.ndarray) -> None:
-    """Weighted values [n_seq, n_head, d_head] for this lane's (key heads, block) pairs, as attention.attend
-    computes them: each block of queries against the keys up to its own end."""
-    n_seq, group = q.shape[1], cfg.n_head // cfg.n_kv_head
-    size = block_size(cfg, start + n_seq)
+def attend_pairs(pairs, cfg: Config, keys, values, start: int, first: int, window: int | None,
+                 shared: Shared) -> None:
+    """Weighted values [n_seq, n_head, d_head] into shared.z for this lane's (key heads, block) pairs, as
+    attention.attend computes them: each block of queries against the keys it may see, keys[:, 0] being position
+    `first`'s (a buffer of every position, or a sliding-window layer's gathered keys)."""
+    q, n_seq, group = shared.q, shared.q.shape[1], cfg.n_head // cfg.n_kv_head
+    end = start + n_seq
+    size = block_size(cfg, end - first)
     for kv, lo in pairs:
         hi, heads = min(lo + size, n_seq), slice(kv.start * group, kv.stop * group)
-        keys, values = k_buf[kv, :start + hi], v_buf[kv, :start + hi]
-        z[lo:hi, heads] = block_values(q[heads, lo:hi], keys, values, cfg, start + lo, 0, None).transpose(1, 0, 2)
+        z = block_values(q[heads, lo:hi], keys[kv, :end - first], values[kv, :end - first], cfg, start + lo, first,
+                         window)
+        shared.z[lo:hi, heads] = z.transpose(1, 0, 2)
+
+
+def join(part: np.ndarray, columns: slice, rows: slice, post, cfg: Config, shared: Shared, meet) -> None:
+    """Columns `columns` of a sublayer's output into the residual stream, then meet the other lanes. With
+    post-norms (Gemma 3) the output is normalized by rows before it is added: the columns wait in shared.out for
+    the other lanes', then this lane adds its rows."""
+    from .model import norm  # here: model imports this module
+
+    if not cfg.post_norms:
+        shared.x[:, columns] += part
+        meet()
+        return
+    shared.out[:, columns] = part
+    meet()
+    shared.x[rows] += norm(shared.out[rows], post, cfg)
 
 
 def hidden_columns(part: slice, x: np.ndarray, blk: Block, cfg: Config, hidden: np.ndarray) -> None:

@@ -240,7 +240,7 @@ def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hoo
     x = embed(ids, weights, cfg, start, outside)  # [n_seq, n_embd]
     threads = lanes.count(cfg, len(ids), hooks)
     if threads > 1:  # a long pass without hooks: every block's steps shared between threads (engine/lanes.py)
-        x = lanes.blocks(x, weights, cfg, cache, start, rope, threads)
+        x = lanes.blocks(x, weights, cfg, cache, start, (rope, local_rope), threads)
     for i, blk in enumerate(weights.blocks if threads == 1 else ()):
         local = i in cfg.local_layers
         x = block(x, blk, cfg, cache.k[i], cache.v[i], start, local_rope if local else rope,

@@ -32,28 +32,35 @@ def tiny_llama_model(tmp_path_factory, gpt2_vocab):
     return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-lanes"), gpt2_vocab, tied=False)))
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
 def tiny(request, tiny_gpt2_model, tiny_llama_model):
-    """GPT-2 (LayerNorm, biases, GELU, learned positions) and Llama (RMSNorm, SwiGLU, rotary, 4 query heads
-    sharing 2 key/value heads)."""
-    return tiny_gpt2_model if request.param == "gpt2" else tiny_llama_model
+    """GPT-2 (LayerNorm, biases, GELU, learned positions), Llama (RMSNorm, SwiGLU, rotary, 4 query heads
+    sharing 2 key/value heads), and Llama with Gemma 3's local layers (block 0 sees a window of 6 positions, kept
+    in a ring buffer)."""
+    if request.param == "gpt2":
+        return tiny_gpt2_model
+    if request.param == "llama":
+        return tiny_llama_model
+    local = dataclasses.replace(tiny_llama_model.config, sliding_window=6, local_layers=(0,))
+    return dataclasses.replace(tiny_llama_model, config=local)
 
 
 def blocks_plain(model, ids, cache, start):
     """The residual stream after model.block for each layer, as one_pass runs them without lanes."""
     cfg, weights = model.config, model.weights
     x = embed(np.asarray(ids), weights, cfg, start, NO_POINTS)
-    rope, _ = rotary_tables(cfg, start, start + len(ids), weights.embed.dtype)
+    ropes = rotary_tables(cfg, start, start + len(ids), weights.embed.dtype)
     for i, blk in enumerate(weights.blocks):
-        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, rope, NO_POINTS, None)
+        local = i in cfg.local_layers
+        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, ropes[local], NO_POINTS,
+                  cfg.sliding_window if local else None)
     return x
 
 
 def blocks_in_lanes(model, ids, cache, start, n):
     cfg, weights = model.config, model.weights
     x = embed(np.asarray(ids), weights, cfg, start, NO_POINTS)
-    rope, _ = rotary_tables(cfg, start, start + len(ids), weights.embed.dtype)
-    return lanes.blocks(x, weights, cfg, cache, start, rope, n)
+    return lanes.blocks(x, weights, cfg, cache, start, rotary_tables(cfg, start, start + len(ids), x.dtype), n)
 
 
 def prefix_cache(model, n):
@@ -94,8 +101,6 @@ def test_lanes_count_follows_the_blas_and_the_pass(tiny, monkeypatch):
         assert lanes.count(cfg, long, None) == 2 == lanes.LANES
         assert lanes.count(cfg, long - 1, None) == 1
         assert lanes.count(cfg, long, Trace(["blocks.0.resid_post"])) == 1
-        assert lanes.count(dataclasses.replace(cfg, local_layers=(0,), sliding_window=8), long, None) == 1
-        assert lanes.count(dataclasses.replace(cfg, post_norms=True), long, None) == 1
     for threads in (1, 3):
         with blas_limit(threads):
             assert lanes.count(cfg, long, None) == 1
@@ -148,3 +153,35 @@ def test_an_error_in_any_lane_stops_them_all_and_reaches_the_caller(tiny_gpt2_mo
     with blas_limit(2), pytest.raises(error, match="lane stopped"):
         forward(IDS, tiny_gpt2_model.weights, tiny_gpt2_model.config)
     assert threading.active_count() == before
+
+
+def test_lanes_compute_gemma3s_pass(monkeypatch):
+    """Gemma 3 270M (post-norms, normalized queries and keys, one key/value head, sliding-window layers, here with a
+    window of 8 so that their ring buffers wrap): forward in lanes gives the plain pass's logits within float32
+    rounding (each is within GEMMA_FLOAT32_TOLERANCE of the float64 reference, test_gemma3.py), and the same
+    greedy continuation."""
+    from llmx.engine import load
+    from test_gemma3 import GEMMA3, GEMMA_FLOAT32_TOLERANCE
+
+    gemma = load(str(conftest.test_data(GEMMA3)))
+    gemma = dataclasses.replace(gemma, config=dataclasses.replace(gemma.config, sliding_window=8))
+    assert gemma.config.post_norms and gemma.config.qk_norm and gemma.config.n_kv_head == 1
+    monkeypatch.setattr(attention_module, "BLOCK", 16)
+    monkeypatch.setattr(attention_module, "MIN_BLOCK", 16)
+
+    def run():
+        logits, cache = forward(IDS, gemma.weights, gemma.config, all_logits=True)
+        token, steps = int(np.argmax(logits[-1])), []
+        for _ in range(6):
+            steps.append(token)
+            step, cache = forward([token], gemma.weights, gemma.config, cache)
+            token = int(np.argmax(step))
+        return logits, steps
+
+    with blas_limit(2):
+        monkeypatch.setattr(lanes, "MIN_ROWS", 8)
+        laned, laned_steps = run()
+        monkeypatch.setattr(lanes, "MIN_ROWS", 10**9)
+        plain, plain_steps = run()
+    np.testing.assert_allclose(laned, plain, rtol=0, atol=2 * GEMMA_FLOAT32_TOLERANCE)
+    assert laned_steps == plain_steps and np.abs(plain).max() > 1
