@@ -6,6 +6,7 @@ merges.txt) and the SmolLM2 GGUF are fetched into .cache/test-data by `.ci/run`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -159,6 +160,17 @@ def tiny_llama(request, tmp_path_factory, gpt2_vocab) -> Path:
     """A tiny random Llama (see write_tiny_llama), with tied and with separate input/output embeddings."""
     name = "tiny-llama-tied" if request.param else "tiny-llama-untied"
     return write_tiny_llama(tmp_path_factory.mktemp(name), gpt2_vocab, tied=request.param)
+
+
+def tiny_variant(name: str, gpt2, llama):
+    """The tiny model a module's `tiny` fixture is parametrized by: "gpt2", "llama", or "llama-local", Llama with
+    Gemma 3's local layers (block 0 sees a window of 6 positions, kept in a ring buffer)."""
+    if name == "gpt2":
+        return gpt2
+    if name == "llama":
+        return llama
+    local = dataclasses.replace(llama.config, sliding_window=6, local_layers=(0,))
+    return dataclasses.replace(llama, config=local)
 
 
 def write_tokenizer_json(directory: Path, vocab: Path, pre: str = "bytelevel", bos_template: bool = False,

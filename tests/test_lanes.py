@@ -34,15 +34,9 @@ def tiny_llama_model(tmp_path_factory, gpt2_vocab):
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
 def tiny(request, tiny_gpt2_model, tiny_llama_model):
-    """GPT-2 (LayerNorm, biases, GELU, learned positions), Llama (RMSNorm, SwiGLU, rotary, 4 query heads
-    sharing 2 key/value heads), and Llama with Gemma 3's local layers (block 0 sees a window of 6 positions, kept
-    in a ring buffer)."""
-    if request.param == "gpt2":
-        return tiny_gpt2_model
-    if request.param == "llama":
-        return tiny_llama_model
-    local = dataclasses.replace(tiny_llama_model.config, sliding_window=6, local_layers=(0,))
-    return dataclasses.replace(tiny_llama_model, config=local)
+    """GPT-2 (LayerNorm, biases, GELU, learned positions), Llama (RMSNorm, SwiGLU, rotary, 4 query heads sharing 2
+    key/value heads), and Llama with a sliding-window layer whose ring buffer wraps (conftest.tiny_variant)."""
+    return conftest.tiny_variant(request.param, tiny_gpt2_model, tiny_llama_model)
 
 
 def blocks_plain(model, ids, cache, start):

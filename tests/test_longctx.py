@@ -32,13 +32,8 @@ def tiny_llama_model(tmp_path_factory, gpt2_vocab):
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
 def tiny(request, tiny_gpt2_model, tiny_llama_model):
-    """Tiny models: GPT-2, Llama, and Llama with Gemma 3's local layers (block 0 sees a window of 6)."""
-    if request.param == "gpt2":
-        return tiny_gpt2_model
-    if request.param == "llama":
-        return tiny_llama_model
-    local = dataclasses.replace(tiny_llama_model.config, sliding_window=6, local_layers=(0,))
-    return dataclasses.replace(tiny_llama_model, config=local)
+    """Tiny models: GPT-2, Llama, and Llama with Gemma 3's local layers (conftest.tiny_variant)."""
+    return conftest.tiny_variant(request.param, tiny_gpt2_model, tiny_llama_model)
 
 
 def run(model, ids, **options):
