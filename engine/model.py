@@ -241,10 +241,11 @@ def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hoo
     threads = lanes.count(cfg, len(ids), hooks)
     if threads > 1:  # a long pass without hooks: every block's steps shared between threads (engine/lanes.py)
         x = lanes.blocks(x, weights, cfg, cache, start, (rope, local_rope), threads)
-    for i, blk in enumerate(weights.blocks if threads == 1 else ()):
-        local = i in cfg.local_layers
-        x = block(x, blk, cfg, cache.k[i], cache.v[i], start, local_rope if local else rope,
-                  points(hooks, i, start), cfg.sliding_window if local else None)
+    else:
+        for i, blk in enumerate(weights.blocks):
+            local = i in cfg.local_layers
+            x = block(x, blk, cfg, cache.k[i], cache.v[i], start, local_rope if local else rope,
+                      points(hooks, i, start), cfg.sliding_window if local else None)
     if not all_logits:
         x = x[-1:]
     x = outside("ln_final", norm(x, weights.ln_final, cfg))

@@ -91,7 +91,8 @@ def use_blas_threads(threads: int) -> None:
 
 @functools.cache
 def blas_controller():
-    """threadpoolctl's handle on NumPy's BLAS, found once (looking for it takes a few milliseconds)."""
+    """threadpoolctl's handle on NumPy's BLAS, found once (looking for it takes a few milliseconds): call it once
+    NumPy is loaded, as the engine's modules do."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController().select(user_api="blas")
