@@ -4,8 +4,8 @@
     python bench/prefill.py --smollm2 .cache/test-data/SmolLM2-135M-Instruct.Q4_1.gguf --tokens 512 4096
     (bench/bench.py --smollm2 FILE prints these rows after its own)
 
-llmx's pass is timed whole as `forward` runs it (in lanes, engine/lanes.py, where it runs so), and without lanes
-whole and by part, through wrappers around the engine's functions:
+llmx's pass is timed whole as `forward` runs it (in lanes, engine/lanes.py, where it runs so) and, alternating
+with it, without lanes, whole and by part, through wrappers around the engine's functions:
 - matrix products with the weights (`linear`, the unembedding; a bias add included), and the rate they reach
   against this machine's peak for one product of the MLP's shape;
 - attention: the scores, softmax and weighted values (`weighted_values`), and the KV cache writes (`remember`);
@@ -35,13 +35,9 @@ PARTS = {"matrix products (weights)": (("model", "linear"), ("attention", "linea
          "attention: KV cache writes": (("attention", "remember"),)}
 
 
-def timed_parts(model, ids, repeats: int) -> dict[str, float]:
-    """Median seconds of the whole pass and of each part in PARTS, over `repeats` passes."""
-    return timed_runs(lambda: model.forward(ids), repeats)
-
-
-def timed_runs(run, repeats: int) -> dict[str, float]:
-    """Median seconds of `run()` ("whole pass") and of each part in PARTS within it, over `repeats` runs."""
+def timed_runs(run, repeats: int, warm: bool = True) -> dict[str, float]:
+    """Median seconds of `run()` ("whole pass") and of each part in PARTS within it, over `repeats` runs (after one
+    untimed run if `warm`)."""
     from llmx.engine import attention, model as engine_model
 
     modules, spent = {"model": engine_model, "attention": attention}, collections.Counter()
@@ -61,7 +57,8 @@ def timed_runs(run, repeats: int) -> dict[str, float]:
             setattr(modules[m], f, wrapped(part, originals[m, f]))
     runs = []
     try:
-        run()  # warm
+        if warm:
+            run()
         for _ in range(repeats):
             spent.clear()
             bench.settle()
@@ -113,9 +110,13 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
     rng = np.random.default_rng(0)
     for n in lengths:
         ids = rng.integers(0, ours.config.n_vocab, n).tolist()
-        with plain_pass():
-            parts = timed_parts(ours, ids, repeats)
-        laned = timed_runs(lambda: ours.forward(ids), repeats)["whole pass"]
+        ours.forward(ids)  # warm
+        plain, laned = [], []
+        for _ in range(repeats):  # alternating, so that a slow minute of the host falls on both kinds of pass
+            with plain_pass():
+                plain.append(timed_runs(lambda: ours.forward(ids), 1, warm=False))
+            laned.append(bench.timed(lambda: ours.forward(ids)))
+        parts, laned = {name: statistics.median(run[name] for run in plain) for name in plain[0]}, statistics.median(laned)
         bench.torch_prefill(theirs, ids)
         theirs_s = statistics.median(bench.timed(lambda: bench.torch_prefill(theirs, ids)) for _ in range(repeats))
         whole, products = parts["whole pass"], parts["matrix products (weights)"]
