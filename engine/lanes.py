@@ -91,9 +91,7 @@ class Shared:
     @classmethod
     def of(cls, x: np.ndarray, cfg: Config, start: int) -> Shared:
         n_seq, dtype = len(x), x.dtype
-        local = None
-        if cfg.local_layers:
-            local = (cfg.n_kv_head, start + n_seq - first_seen(cfg, start), cfg.d_head)
+        local = (cfg.n_kv_head, local_keys(cfg, start, n_seq), cfg.d_head) if cfg.local_layers else None
         return cls(x, np.empty_like(x), np.empty((cfg.n_head, n_seq, cfg.d_head), dtype),
                    np.empty((n_seq, cfg.n_head, cfg.d_head), dtype), np.empty((n_seq, cfg.n_ff), dtype),
                    np.empty_like(x) if cfg.post_norms else None,
@@ -105,6 +103,11 @@ def first_seen(cfg: Config, start: int) -> int:
     return max(0, start - cfg.sliding_window + 1)
 
 
+def local_keys(cfg: Config, start: int, n_seq: int) -> int:
+    """How many keys a sliding-window layer gathers for a pass (attention.remember's); without such layers, all."""
+    return start + n_seq - (first_seen(cfg, start) if cfg.local_layers else 0)
+
+
 @dataclass(frozen=True)
 class Plan:
     """Each lane's share of each step (a list with one entry per lane), the same in every block."""
@@ -113,16 +116,15 @@ class Plan:
     heads: list[tuple[slice, slice]]  # query heads and key/value heads, for the projections
     columns: list[slice]  # of the residual stream, for the output projection and the MLP's
     hidden: list[slice]  # of the MLP's hidden layer
-    pairs: list[list[tuple[slice, int]]]  # attention's (key heads, first query of a block) pairs, global layers
-    local_pairs: list[list[tuple[slice, int]]]  # and sliding-window layers (whose blocks see fewer keys)
+    pairs: list[list[tuple[slice, slice]]]  # attention's (key heads, block of queries) pairs, global layers
+    local_pairs: list[list[tuple[slice, slice]]]  # and sliding-window layers (whose blocks see fewer keys)
 
     @classmethod
     def of(cls, cfg: Config, n_seq: int, start: int, lanes: int) -> Plan:
         """The shares of a pass over n_seq new positions after `start` cached ones."""
-        local_keys = start + n_seq - first_seen(cfg, start) if cfg.local_layers else start + n_seq
         return cls(shares(n_seq, lanes), head_shares(cfg, lanes), shares(cfg.n_embd, lanes, ALIGN),
                    shares(cfg.n_ff, lanes, ALIGN), deal(cfg, n_seq, start + n_seq, lanes),
-                   deal(cfg, n_seq, local_keys, lanes))
+                   deal(cfg, n_seq, local_keys(cfg, start, n_seq), lanes))
 
 
 def shares(total: int, lanes: int, align: int = 1) -> list[slice]:
@@ -150,23 +152,23 @@ def span(heads: list[int]) -> slice:
     return slice(heads[0], heads[-1] + 1) if heads else slice(0, 0)
 
 
-def deal(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[list[tuple[slice, int]]]:
-    """Attention's work as (key heads, first query of a block) pairs, for blocks of attention.attend's size over
+def deal(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[list[tuple[slice, slice]]]:
+    """Attention's work as (key heads, block of queries) pairs, for blocks of attention.attend's size over
     n_keys keys. When the key heads split evenly, each lane takes its run of them in every block (one product per
     block for all its heads); otherwise (SmolLM2: 3 key heads; Gemma 3: 1) each key head in each block is a pair,
     dealt by the keys its last query sees, largest first, each to the lane with the least so far."""
     size = block_size(cfg, n_keys)
-    firsts = range(0, n_seq, size)
+    queries = [slice(lo, min(lo + size, n_seq)) for lo in range(0, n_seq, size)]
     if cfg.n_kv_head % lanes == 0:
-        return [[(heads, lo) for lo in firsts] for heads in shares(cfg.n_kv_head, lanes)]
-    cost = {lo: min(lo + size, n_seq) + n_keys - n_seq for lo in firsts}  # keys the block's last query sees
-    pairs = sorted(((slice(kv, kv + 1), lo) for kv in range(cfg.n_kv_head) for lo in firsts),
-                   key=lambda pair: -cost[pair[1]])
+        return [[(heads, block) for block in queries] for heads in shares(cfg.n_kv_head, lanes)]
+    cost = {block.start: block.stop + n_keys - n_seq for block in queries}  # keys the block's last query sees
+    pairs = sorted(((slice(kv, kv + 1), block) for kv in range(cfg.n_kv_head) for block in queries),
+                   key=lambda pair: -cost[pair[1].start])
     dealt, work = [[] for _ in range(lanes)], [0] * lanes
-    for heads, lo in pairs:
+    for heads, block in pairs:
         lane = work.index(min(work))
-        dealt[lane].append((heads, lo))
-        work[lane] += cost[lo]
+        dealt[lane].append((heads, block))
+        work[lane] += cost[block.start]
     return dealt
 
 
@@ -224,14 +226,13 @@ def attend_pairs(pairs, cfg: Config, keys, values, start: int, first: int, windo
     """Weighted values [n_seq, n_head, d_head] into shared.z for this lane's (key heads, block) pairs, as
     attention.attend computes them: each block of queries against the keys it may see, keys[:, 0] being position
     `first`'s (a buffer of every position, or a sliding-window layer's gathered keys)."""
-    q, n_seq, group = shared.q, shared.q.shape[1], cfg.n_head // cfg.n_kv_head
-    end = start + n_seq
-    size = block_size(cfg, end - first)
-    for kv, lo in pairs:
-        hi, heads = min(lo + size, n_seq), slice(kv.start * group, kv.stop * group)
-        z = block_values(q[heads, lo:hi], keys[kv, :end - first], values[kv, :end - first], cfg, start + lo, first,
-                         window)
-        shared.z[lo:hi, heads] = z.transpose(1, 0, 2)
+    q, group = shared.q, cfg.n_head // cfg.n_kv_head
+    end = start + q.shape[1]
+    for kv, block in pairs:
+        heads = slice(kv.start * group, kv.stop * group)
+        z = block_values(q[heads, block], keys[kv, :end - first], values[kv, :end - first], cfg, start + block.start,
+                         first, window)
+        shared.z[block, heads] = z.transpose(1, 0, 2)
 
 
 def join(part: np.ndarray, columns: slice, rows: slice, post, cfg: Config, shared: Shared, meet) -> None:
