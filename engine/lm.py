@@ -11,7 +11,7 @@ import numpy as np
 from .context import fit_and_tell
 from .generate import Generation, GenerationResult, request
 from .hooks import Hooks
-from .model import Config, KVCache, Weights, forward_chunks, gathered
+from .model import Config, KVCache, Weights, forward_chunks, gathered, unembed
 from .nn import log_softmax
 from .tokenizer import Tokenizer
 
@@ -41,18 +41,24 @@ class LanguageModel:
     tokenizer: Tokenizer = field(repr=False)
 
     def forward(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
-                all_logits: bool = False, on_progress: Progress | None = None) -> tuple[np.ndarray, KVCache]:
+                all_logits: bool = False, on_progress: Progress | None = None,
+                states: bool = False) -> tuple[np.ndarray, KVCache]:
         """logits, cache = model.forward(ids, cache): see `model.forward`; `hooks` read or replace activations,
-        `on_progress(done, total)` hears how far a long prompt is."""
+        `on_progress(done, total)` hears how far a long prompt is; `states` gives final states for `unembed`."""
         return gathered(self.forward_chunks(ids, cache, hooks=hooks, all_logits=all_logits,
-                                            on_progress=on_progress), all_logits)
+                                            on_progress=on_progress, states=states), all_logits)
 
     def forward_chunks(self, ids, cache: KVCache | None = None, *, hooks: Hooks | None = None,
-                       all_logits: bool = True, on_progress: Progress | None = None, chunk: int | None = None):
+                       all_logits: bool = True, on_progress: Progress | None = None, chunk: int | None = None,
+                       states: bool = False):
         """(logits, cache) for each chunk of a long pass: see `model.forward_chunks` (all positions' logits
         in one chunk's memory)."""
         return forward_chunks(ids, self.weights, self.config, cache, hooks=hooks, all_logits=all_logits,
-                              on_progress=on_progress, chunk=chunk)
+                              on_progress=on_progress, chunk=chunk, states=states)
+
+    def unembed(self, states: np.ndarray) -> np.ndarray:
+        """Logits [n, n_vocab] of final states [n, n_embd] from `forward(..., states=True)`."""
+        return unembed(states, self.weights)
 
     def fit(self, ids: list[int], on_notice: Callable[[str], None] = ignore, reserve: int = 0,
             doing: str = "keeping") -> list[int]:

@@ -11,6 +11,10 @@ where plain decoding makes one. (In float32 a pass over several rows sums in ano
 one, so a near-tie within rounding could in principle resolve the other way, as with a change of thread
 count; the tests check equality on tiny models.)
 
+The pass stops at the final states; only the first row is unembedded at once. When the first guess is wrong (the
+commonest miss), the other rows' logits, products with the whole vocabulary, are never computed: for SmolLM2
+one row's takes about 2.5 ms, nine rows' 14 ms.
+
 Rejected guesses leave keys and values past the kept positions in the cache; the cache is used with a shorter
 length, so they are overwritten. That holds for buffers of every position, not for the ring buffers of local
 layers (Gemma 3), where a rejected position overwrites one still in the window: lookup is off there.
@@ -68,14 +72,18 @@ class Lookup:
         guesses = draft(context, min(self.k, room))
         if not guesses:
             return self.model.forward(context[-1:], cache)
-        rows, after = self.model.forward([context[-1], *guesses], cache, all_logits=True)  # [1 + k, n_vocab]
+        states, after = self.model.forward([context[-1], *guesses], cache, all_logits=True, states=True)
+        rows = self.model.unembed(states[:1])  # [1, n_vocab]: a wrong first guess, the commonest miss, needs no more
+        if np.argmax(rows[0]) == guesses[0]:
+            rows = np.concatenate([rows, self.model.unembed(states[1:])])  # [1 + k, n_vocab]
         kept = agreeing(rows, guesses)
         self.ahead = list(rows[1:kept + 1])
         return rows[0], dataclasses.replace(after, length=cache.length + 1)
 
 
 def agreeing(rows: np.ndarray, guesses: list[int]) -> int:
-    """How many leading guesses are the greedy choice of the row before them (rows[i] comes before guesses[i])."""
+    """How many leading guesses are the greedy choice of the row before them (rows[i] comes before guesses[i]);
+    rows may stop short, after a guess they reject."""
     choices = np.argmax(rows[:len(guesses)], axis=-1)
-    wrong = np.flatnonzero(choices != np.asarray(guesses))
-    return int(wrong[0]) if len(wrong) else len(guesses)
+    wrong = np.flatnonzero(choices != np.asarray(guesses[:len(choices)]))
+    return int(wrong[0]) if len(wrong) else len(choices)

@@ -173,16 +173,18 @@ CHUNK = 512
 
 
 def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
-            all_logits: bool = False, on_progress=None, chunk: int | None = None) -> tuple[np.ndarray, KVCache]:
+            all_logits: bool = False, on_progress=None, chunk: int | None = None,
+            states: bool = False) -> tuple[np.ndarray, KVCache]:
     """Run new tokens `ids` after the cached ones: (logits, cache that now includes them).
 
-    Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits.
+    Logits are [n_vocab] for the last position, or [n_seq, n_vocab] with all_logits. With `states`, the final
+    norm's output [.., n_embd] comes in their place, for a caller that unembeds only some rows (`unembed`).
     `hooks` read or replace named activations (see `hooks.py`); without them nothing is named or copied.
     A long pass runs in chunks (see `forward_chunks`; `on_progress(done, total)` hears after each).
     It computes in the weights' dtype: float32, or float64 for a reference (see `astype`).
     """
     return gathered(forward_chunks(ids, weights, cfg, cache, hooks=hooks, all_logits=all_logits,
-                                   on_progress=on_progress, chunk=chunk), all_logits)
+                                   on_progress=on_progress, chunk=chunk, states=states), all_logits)
 
 
 def gathered(chunks, all_logits: bool) -> tuple[np.ndarray, KVCache]:
@@ -194,9 +196,10 @@ def gathered(chunks, all_logits: bool) -> tuple[np.ndarray, KVCache]:
 
 
 def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
-                   all_logits: bool = True, on_progress=None, chunk: int | None = None):
+                   all_logits: bool = True, on_progress=None, chunk: int | None = None, states: bool = False):
     """`forward` one chunk of positions at a time: yields (logits, cache after the chunk) per chunk, logits
-    [n_chunk, n_vocab] (without all_logits, [1, n_vocab] for each chunk's last position).
+    [n_chunk, n_vocab] (without all_logits, [1, n_vocab] for each chunk's last position; final states with
+    `states`, as in `forward`).
 
     `chunk` caps the positions per pass (default: CHUNK). With
     hooks the pass is never split, so that hooks see the whole sequence's activations (and patterns) at once.
@@ -210,7 +213,7 @@ def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = N
         size = len(ids) - done if whole else min(len(ids) - done, chunk_size(cfg, cache.length, chunk))
         if report is not None and done == 0 and size < len(ids):  # a split pass: say how far it is
             report(0, len(ids))
-        logits, cache = one_pass(ids[done:done + size], weights, cfg, cache, hooks, all_logits)
+        logits, cache = one_pass(ids[done:done + size], weights, cfg, cache, hooks, all_logits, states)
         done += size
         if report is not None and size < len(ids):
             report(done, len(ids))
@@ -232,8 +235,9 @@ def checked_ids(ids, cfg: Config, start: int) -> np.ndarray:
 
 
 def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hooks: Hooks | None,
-             all_logits: bool) -> tuple[np.ndarray, KVCache]:
-    """One pass over `ids` after the cached positions: logits [n_seq, n_vocab] (or [1, n_vocab]), new cache."""
+             all_logits: bool, states: bool = False) -> tuple[np.ndarray, KVCache]:
+    """One pass over `ids` after the cached positions: logits [n_seq, n_vocab] (or [1, n_vocab]; with `states`,
+    the final norm's output instead), new cache."""
     start, end = cache.length, cache.length + len(ids)
     rope, local_rope = rotary_tables(cfg, start, end, weights.embed.dtype)
     outside = points(hooks, None, start)
@@ -249,7 +253,12 @@ def one_pass(ids: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, hoo
     if not all_logits:
         x = x[-1:]
     x = outside("ln_final", norm(x, weights.ln_final, cfg))
-    return times_transposed(x, weights.unembed), dataclasses.replace(cache, length=end)  # [n_seq, n_vocab]
+    return (x if states else unembed(x, weights)), dataclasses.replace(cache, length=end)
+
+
+def unembed(x: np.ndarray, weights: Weights) -> np.ndarray:
+    """Logits of final states (the final norm's output): [n_seq, n_embd] -> [n_seq, n_vocab]."""
+    return times_transposed(x, weights.unembed)
 
 
 def rotary_tables(cfg: Config, start: int, end: int, dtype):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import conftest
-from llmx.engine import Sampling, load
+from llmx.engine import LanguageModel, Sampling, load
 from llmx.engine import lookup as lookup_module
 from llmx.engine.hooks import Hooks
 from llmx.engine.lookup import Lookup, agreeing, draft, usable
@@ -31,6 +31,8 @@ def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
     assert agreeing(rows, [3, 1, 4]) == 3
     assert agreeing(rows, [3, 2, 4]) == 1
     assert agreeing(rows, [0, 1, 4]) == 0
+    assert agreeing(rows[:1], [0, 1, 4]) == 0  # rows stop after the first rejected guess
+    assert agreeing(rows[:2], [3, 2, 4]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,32 @@ def test_a_rejected_draft_leaves_a_cache_that_continues_like_a_full_pass(tiny, v
     full, _ = tiny.forward(context + [5], all_logits=True)
     np.testing.assert_allclose(logits, full[-2], rtol=0, atol=1e-5)  # float32 reorder bound, see float64.py
     np.testing.assert_allclose(after, full[-1], rtol=0, atol=1e-5)
+
+
+def test_final_states_unembedded_are_the_logits(tiny):
+    ids = tiny.tokenizer.encode(PROMPTS[0])
+    logits, cache = tiny.forward(ids, all_logits=True)
+    states, same_cache = tiny.forward(ids, all_logits=True, states=True)
+    assert states.shape == (len(ids), tiny.config.n_embd) and same_cache.length == cache.length
+    np.testing.assert_array_equal(tiny.unembed(states), logits)
+
+
+def test_only_a_kept_first_guess_has_the_other_rows_unembedded(tiny_gpt2_model, verdicts, monkeypatch):
+    """A check unembeds its first row alone, then the guesses' rows only if the first guess was the model's."""
+    calls, real = [], LanguageModel.unembed
+
+    def spy(self, states):
+        calls.append(len(states))
+        return real(self, states)
+
+    monkeypatch.setattr(LanguageModel, "unembed", spy)
+    tokens = tiny_gpt2_model.tokenizer.encode
+    tiny_gpt2_model.complete(tokens("1 2 3 1 2 3 1 2 3 1 2"), 30, sampling=GREEDY)  # guesses kept (see above)
+    ids = tokens("Hullo, my name is Ishmael and I sail")  # a first guess rejected (see below)
+    _, cache = tiny_gpt2_model.forward(ids + ids[:1])
+    Lookup(tiny_gpt2_model).next(ids + ids[:2], cache)
+    assert any(kept == 0 for kept, _ in verdicts) and any(kept > 0 for kept, _ in verdicts)
+    assert calls == [n for kept, drafted in verdicts for n in ([1] if kept == 0 else [1, drafted])]
 
 
 def test_lookup_up_to_the_end_of_the_context_and_past_it(tiny_gpt2_model, verdicts):
