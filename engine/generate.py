@@ -115,7 +115,8 @@ def run(model, req: GenerationRequest, on_notice) -> Iterator[Step]:
             context = slide(context, model.config.n_ctx, on_notice)
             logits, cache = model.forward(context, hooks=req.hooks)
         else:
-            logits, cache = ahead.next(context, cache) if ahead else model.forward([token], cache, hooks=req.hooks)
+            logits, cache = (ahead.next(context, cache, req.max_tokens - len(ids)) if ahead else
+                             model.forward([token], cache, hooks=req.hooks))
     rest = text.flush()
     if rest:
         yield Step(ids[-1] if ids else -1, rest)

@@ -13,7 +13,7 @@ count; the tests check equality on tiny models.)
 
 The pass stops at the final states; only the first row is unembedded at once. When the first guess is wrong (the
 commonest miss), the other rows' logits, products with the whole vocabulary, are never computed: for SmolLM2
-one row's takes about 2.5 ms, nine rows' 14 ms.
+one row's takes 2.5-3.3 ms, 16 rows' 15 ms.
 
 Rejected guesses leave keys and values past the kept positions in the cache; the cache is used with a shorter
 length, so they are overwritten. That holds for buffers of every position, not for the ring buffers of local
@@ -28,7 +28,11 @@ import numpy as np
 
 from .model import KVCache
 
-MAX_DRAFT = 8  # guessed tokens checked per pass
+# Guessed tokens checked per pass. A pass over a few rows costs little more as rows are added (OpenBLAS streams the
+# weights either way): over SmolLM2's blocks 1 row took 23.7 ms, 9 rows 54.5 and 16 rows 61.5 (GPT-2 small 17.7,
+# 42.9, 44.7), and a copied answer tends to keep all of its guesses or none. On bench/longctx.py's RAG answers, 15
+# made greedy decoding 1.47-1.50x faster, 8 1.42x, 7 1.46x, 23 1.45x, 31 1.35x (alternating runs, one process).
+MAX_DRAFT = 15
 NGRAMS = (3, 2)  # lengths of the text's tail searched for, longest first
 
 
@@ -64,12 +68,14 @@ class Lookup:
         self.model, self.k = model, k
         self.ahead: list[np.ndarray] = []  # logits already checked for the next positions, in order
 
-    def next(self, context: list[int], cache: KVCache) -> tuple[np.ndarray, KVCache]:
-        """(logits after `context`, cache of `context`), `context[-1]` being the token just chosen greedily."""
+    def next(self, context: list[int], cache: KVCache, wanted: int | None = None) -> tuple[np.ndarray, KVCache]:
+        """(logits after `context`, cache of `context`), `context[-1]` being the token just chosen greedily.
+        `wanted`, how many more tokens the run may make (the one these logits choose included), caps the
+        guesses: rows past the run's last token would be computed for nothing."""
         if self.ahead:  # the chosen token was a kept guess: its logits are known, its keys already cached
             return self.ahead.pop(0), dataclasses.replace(cache, length=cache.length + 1)
         room = self.model.config.n_ctx - cache.length - 1
-        guesses = draft(context, min(self.k, room))
+        guesses = draft(context, min(self.k, room, self.k if wanted is None else wanted - 1))
         if not guesses:
             return self.model.forward(context[-1:], cache)
         states, after = self.model.forward([context[-1], *guesses], cache, all_logits=True, states=True)

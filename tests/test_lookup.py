@@ -91,7 +91,7 @@ def test_a_rejected_draft_leaves_a_cache_that_continues_like_a_full_pass(tiny, v
     context = ids + ids[:2]
     _, cache = tiny.forward(context[:-1])
     logits, cache = Lookup(tiny).next(context, cache)
-    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(ids) - 2)
+    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(context) - 2)
     assert cache.length == len(context)
     after, _ = tiny.forward([5], cache)
     full, _ = tiny.forward(context + [5], all_logits=True)
@@ -123,6 +123,23 @@ def test_only_a_kept_first_guess_has_the_other_rows_unembedded(tiny_gpt2_model, 
     Lookup(tiny_gpt2_model).next(ids + ids[:2], cache)
     assert any(kept == 0 for kept, _ in verdicts) and any(kept > 0 for kept, _ in verdicts)
     assert calls == [n for kept, drafted in verdicts for n in ([1] if kept == 0 else [1, drafted])]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 6, 20])
+def test_a_run_guesses_no_further_than_its_last_token(tiny_gpt2_model, monkeypatch, max_tokens):
+    """After its j-th token a run of n may make n - j more, so it guesses at most n - j - 1 (and MAX_DRAFT)."""
+    asked, real = [], lookup_module.draft
+
+    def spy(context, k=lookup_module.MAX_DRAFT, *args):
+        asked.append(k)
+        return real(context, k, *args)
+
+    monkeypatch.setattr(lookup_module, "draft", spy)
+    ids = tiny_gpt2_model.tokenizer.encode(PROMPTS[0])
+    looked = tiny_gpt2_model.complete(ids, max_tokens, sampling=GREEDY)
+    assert looked.ids == tiny_gpt2_model.complete(ids, max_tokens, sampling=GREEDY, lookup=False).ids
+    assert asked[:1] == ([min(lookup_module.MAX_DRAFT, max_tokens - 2)] if max_tokens > 1 else [])
+    assert all(k <= min(lookup_module.MAX_DRAFT, max_tokens - 1 - j) for j, k in enumerate(asked, 1))
 
 
 def test_lookup_up_to_the_end_of_the_context_and_past_it(tiny_gpt2_model, verdicts):
