@@ -91,6 +91,15 @@ def tiny_gpt2_reference(tiny_gpt2):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_model(tmp_path_factory, gpt2_vocab):
+    """A tiny Llama with untied embeddings (RMSNorm, SwiGLU, rotary, 4 query heads sharing 2 key/value heads; see
+    write_tiny_llama) loaded by llmx, shared by the engine tests (a module may define its own, e.g. a tied one)."""
+    from llmx.engine import load
+
+    return load(str(write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), gpt2_vocab, tied=False)))
+
+
+@pytest.fixture(scope="session")
 def pickle_only_repo(tmp_path_factory, tiny_gpt2) -> Path:
     """A repo folder with config.json and pytorch_model.bin (pickle bytes, never loaded) but no safetensors."""
     folder = tmp_path_factory.mktemp("pickle-only")

@@ -25,13 +25,6 @@ from llmx.engine.threads import blas_limit
 IDS = [int(i) for i in np.random.default_rng(5).integers(0, 50257, 60)]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_model(tmp_path_factory, gpt2_vocab):
-    from llmx.engine import load
-
-    return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-lanes"), gpt2_vocab, tied=False)))
-
-
 @pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
 def tiny(request, tiny_gpt2_model, tiny_llama_model):
     """GPT-2 (LayerNorm, biases, GELU, learned positions), Llama (RMSNorm, SwiGLU, rotary, 4 query heads sharing 2

@@ -7,8 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import conftest
-from llmx.engine import LanguageModel, Sampling, load
+from llmx.engine import LanguageModel, Sampling
 from llmx.engine import lookup as lookup_module
 from llmx.engine.hooks import Hooks
 from llmx.engine.lookup import Lookup, agreeing, draft, usable
@@ -33,11 +32,6 @@ def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
     assert agreeing(rows, [0, 1, 4]) == 0
     assert agreeing(rows[:1], [0, 1, 4]) == 0  # rows stop after the first rejected guess
     assert agreeing(rows[:2], [3, 2, 4]) == 1
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_model(tmp_path_factory, gpt2_vocab):
-    return load(str(conftest.write_tiny_llama(tmp_path_factory.mktemp("llama-lookup"), gpt2_vocab, tied=False)))
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
