@@ -29,7 +29,7 @@ import numpy as np
 from .attention import KVCache, RowCaches, attend, heads_of
 from .hooks import NO_POINTS as NO_HOOKS
 from .model import Block, Config, Linear, Weights, norm, post_norm
-from .nn import gelu_new, linear, rope_tables, silu, softmax
+from .nn import GATE, gelu_new, linear, rope_tables, softmax
 
 
 def forward_rows(ids: Sequence[int], weights: Weights, cfg: Config,
@@ -139,8 +139,7 @@ def mlp_rows(x: np.ndarray, blk: Block, cfg: Config) -> np.ndarray:
     if cfg.mlp == "gelu":
         h = gelu_new(h)
     else:
-        act = silu if cfg.mlp == "swiglu" else gelu_new
-        h = act(h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
+        h = GATE[cfg.mlp](h[:, :cfg.n_ff]) * h[:, cfg.n_ff:]  # gate * up
     return linear_rows(h, blk.w_out)
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .attention import as_heads, block_size, block_values, remember, rotated
-from .nn import gelu_new, linear, silu
+from .nn import GATE, gelu_new, linear
 from .threads import blas_limit, blas_threads_now
 
 if TYPE_CHECKING:
@@ -255,9 +255,8 @@ def hidden_columns(part: slice, x: np.ndarray, blk: Block, cfg: Config, hidden: 
     if cfg.mlp == "gelu":
         hidden[:, part] = gelu_new(linear(x, rows_of(blk.w_in, part)))
         return
-    act = silu if cfg.mlp == "swiglu" else gelu_new
     up = slice(cfg.n_ff + part.start, cfg.n_ff + part.stop)
-    hidden[:, part] = act(linear(x, rows_of(blk.w_in, part))) * linear(x, rows_of(blk.w_in, up))
+    hidden[:, part] = GATE[cfg.mlp](linear(x, rows_of(blk.w_in, part))) * linear(x, rows_of(blk.w_in, up))
 
 
 def run(lanes: int, lane) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from . import lanes
 from .attention import KVCache, attention
 from .hooks import Hooks, points
-from .nn import gelu_new, layer_norm, linear, rms_norm, rope_tables, silu, times_transposed
+from .nn import GATE, gelu_new, layer_norm, linear, rms_norm, rope_tables, times_transposed
 
 __all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "forward_chunks", "astype"]
 
@@ -129,8 +129,7 @@ def mlp(x: np.ndarray, blk: Block, cfg: Config, hook) -> np.ndarray:
     if cfg.mlp == "gelu":
         h = gelu_new(hook("mlp.pre", h))
     else:
-        act = silu if cfg.mlp == "swiglu" else gelu_new
-        h = act(hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
+        h = GATE[cfg.mlp](hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
     h = hook("mlp.post", h)
     return linear(h, blk.w_out)  # [n_seq, n_embd]
 

@@ -93,6 +93,9 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / e
 
 
+GATE = {"swiglu": silu, "geglu": gelu_new}  # a gated MLP's activation of its gate, by Config.mlp
+
+
 def rope_tables(positions: np.ndarray, d_head: int, theta: float,
                 dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of the rotary angles for these positions: each [n_seq, d_head], computed in float64."""
