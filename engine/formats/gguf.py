@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError
+from ..memory import mapped_file
 
 # Every type gguf.quants dequantizes in NumPy (K-quants included); the i-quants need more than it has.
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
@@ -210,7 +211,7 @@ def tensor_bytes(tensor: TensorInfo, path: Path) -> int:
 
 def read_tensors(path: Path, header: GGUFHeader) -> dict[str, np.ndarray]:
     """Every tensor of the file, by its GGUF name, dequantized to float32 once (after check_tensor_layout)."""
-    memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))  # plain ndarray: memmap views are slow to slice
+    memory = mapped_file(path)
     return {t.name: dequantize_tensor(memory, header.data_start, t, path) for t in header.tensors}
 
 

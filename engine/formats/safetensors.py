@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError
+from ..memory import mapped_file
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64, "I64": np.int64,
           "I32": np.int32, "U8": np.uint8, "BOOL": np.bool_}
@@ -93,9 +94,7 @@ def _span(name: str, info, path: Path) -> tuple[int, int]:
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of the file as a float32 array (float32 ones are read-only views of the memory map)."""
     header, data_start = read_header(path)
-    # A plain ndarray over the map, not np.memmap: every result computed from a memmap is a memmap too,
-    # and that subclass's bookkeeping made small operations (layer norms) several times slower.
-    memory = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+    memory = mapped_file(path)
     tensors = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
