@@ -16,8 +16,11 @@ commonest miss), the other rows' logits, products with the whole vocabulary, are
 one row's takes 2.5-3.3 ms, 16 rows' 15 ms.
 
 Rejected guesses leave keys and values past the kept positions in the cache; the cache is used with a shorter
-length, so they are overwritten. That holds for buffers of every position, not for the ring buffers of local
-layers (Gemma 3), where a rejected position overwrites one still in the window: lookup is off there.
+length, so they are overwritten. That holds for buffers of every position. A local layer's ring buffer (Gemma 3's
+sliding-window layers) holds only the window, and a guess's position takes the slot of one still in it, which
+the next token sees: so a check first copies the slots its guesses will take (`Slots`, a few positions' keys
+and values per local layer) and puts back those of the rejected guesses. A check then guesses fewer tokens
+than the smallest ring holds, so that its positions take distinct slots.
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ def draft(context: list[int], k: int = MAX_DRAFT, ngrams: tuple[int, ...] = NGRA
 
 
 def usable(model, req) -> bool:
-    """Whether lookup gives exactly plain decoding's tokens: greedy, no hooks (on the request or the model, whose
-    passes must not depend on how positions are split), and no ring buffers."""
+    """Whether lookup gives exactly plain decoding's tokens: greedy, and no hooks (on the request or the model,
+    whose passes must not depend on how positions are split)."""
     hooks = [h for h in (req.hooks, getattr(model, "hooks", None)) if h is not None and h.entries]
-    return (req.lookup and req.sampling.temperature == 0 and not hooks and not model.config.local_layers)
+    return req.lookup and req.sampling.temperature == 0 and not hooks
 
 
 class Lookup:
@@ -74,17 +77,47 @@ class Lookup:
         guesses: rows past the run's last token would be computed for nothing."""
         if self.ahead:  # the chosen token was a kept guess: its logits are known, its keys already cached
             return self.ahead.pop(0), dataclasses.replace(cache, length=cache.length + 1)
-        room = self.model.config.n_ctx - cache.length - 1
+        room = min([self.model.config.n_ctx - cache.length, *Slots.sizes(cache, self.model)]) - 1  # positions L..L+k
         guesses = draft(context, min(self.k, room, self.k if wanted is None else wanted - 1))
         if not guesses:
             return self.model.forward(context[-1:], cache)
+        taken = Slots.of(cache, self.model, cache.length + 1, len(guesses))  # the guesses' slots in ring buffers
         states, after = self.model.forward([context[-1], *guesses], cache, all_logits=True, states=True)
         rows = self.model.unembed(states[:1])  # [1, n_vocab]: a wrong first guess, the commonest miss, needs no more
         if np.argmax(rows[0]) == guesses[0]:
             rows = np.concatenate([rows, self.model.unembed(states[1:])])  # [1 + k, n_vocab]
         kept = agreeing(rows, guesses)
+        taken.put_back(after, kept)
         self.ahead = list(rows[1:kept + 1])
         return rows[0], dataclasses.replace(after, length=cache.length + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """Copies of the keys and values in the ring-buffer slots that positions start.. will take, in every local
+    layer, so that those of rejected guesses can be put back."""
+
+    layers: tuple[int, ...]  # the local layers
+    slots: tuple[np.ndarray, ...]  # per local layer, the slot of each position start, start + 1, ..
+    keys: tuple[np.ndarray, ...]  # per local layer, the slots' keys [n_kv_head, n, d_head] before the pass
+    values: tuple[np.ndarray, ...]
+
+    @staticmethod
+    def sizes(cache: KVCache, model) -> list[int]:
+        """How many positions each local layer's ring buffer holds."""
+        return [cache.k[i].shape[1] for i in model.config.local_layers]
+
+    @classmethod
+    def of(cls, cache: KVCache, model, start: int, n: int) -> Slots:
+        layers = tuple(model.config.local_layers)
+        slots = tuple((start + np.arange(n)) % cache.k[i].shape[1] for i in layers)
+        return cls(layers, slots, tuple(cache.k[i][:, s] for i, s in zip(layers, slots)),
+                   tuple(cache.v[i][:, s] for i, s in zip(layers, slots)))
+
+    def put_back(self, cache: KVCache, kept: int) -> None:
+        """Restore the slots of the positions after the first `kept` (the rejected guesses') in cache's buffers."""
+        for i, slots, keys, values in zip(self.layers, self.slots, self.keys, self.values):
+            cache.k[i][:, slots[kept:]], cache.v[i][:, slots[kept:]] = keys[:, kept:], values[:, kept:]
 
 
 def agreeing(rows: np.ndarray, guesses: list[int]) -> int:

@@ -7,10 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import tiny_variant
 from llmx.engine import LanguageModel, Sampling
 from llmx.engine import lookup as lookup_module
 from llmx.engine.hooks import Hooks
 from llmx.engine.lookup import Lookup, agreeing, draft, usable
+from test_gemma3_hf import TINY_GEMMA_TOLERANCE  # its float32 logits' bound
+from test_gemma3_interp import load_tiny_gemma3, write_tiny_gemma3
 
 GREEDY = Sampling(temperature=0)
 
@@ -34,9 +37,16 @@ def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
     assert agreeing(rows[:2], [3, 2, 4]) == 1
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "llama-local"])
 def tiny(request, tiny_gpt2_model, tiny_llama_model):
-    return tiny_gpt2_model if request.param == "gpt2" else tiny_llama_model
+    """GPT-2, Llama, and Llama with a local layer whose ring buffer holds 6 positions (conftest.tiny_variant)."""
+    return tiny_variant(request.param, tiny_gpt2_model, tiny_llama_model)
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory, gpt2_vocab):
+    """A tiny Gemma 3 (test_gemma3_interp's): 7 blocks, local ones with windows of 4 positions in ring buffers."""
+    return load_tiny_gemma3(write_tiny_gemma3(tmp_path_factory.mktemp("lookup-gemma3"), gpt2_vocab))
 
 
 @pytest.fixture
@@ -85,7 +95,8 @@ def test_a_rejected_draft_leaves_a_cache_that_continues_like_a_full_pass(tiny, v
     context = ids + ids[:2]
     _, cache = tiny.forward(context[:-1])
     logits, cache = Lookup(tiny).next(context, cache)
-    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(context) - 2)
+    rings = [tiny.config.sliding_window - 1] if tiny.config.local_layers else []  # a check's positions take distinct slots
+    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(context) - 2, *rings)
     assert cache.length == len(context)
     after, _ = tiny.forward([5], cache)
     full, _ = tiny.forward(context + [5], all_logits=True)
@@ -145,20 +156,56 @@ def test_lookup_up_to_the_end_of_the_context_and_past_it(tiny_gpt2_model, verdic
     assert verdicts
 
 
-def test_lookup_steps_match_a_plain_run_logit_for_logit(tiny_gpt2_model):
-    """Each logits row lookup returns (fetched ahead or computed) is the one plain decoding computes."""
-    ids = tiny_gpt2_model.tokenizer.encode(PROMPTS[1])
-    logits, cache = tiny_gpt2_model.forward(ids)
-    plain_logits, plain_cache = logits, cache
-    ahead, context = Lookup(tiny_gpt2_model), list(ids)
-    for _ in range(20):
+def steps_match_a_plain_run(model, ids: list[int], n: int, atol: float = 1e-5) -> None:
+    """Each logits row lookup returns (fetched ahead or computed) is the one plain decoding computes, for n tokens.
+    A ring buffer is its own object in each run: lookup's and the plain run's caches must not share buffers."""
+    logits, cache = model.forward(ids)
+    plain_logits, plain_cache = model.forward(ids)
+    ahead, context = Lookup(model), list(ids)
+    for _ in range(n):
         token = int(np.argmax(logits))
         assert token == int(np.argmax(plain_logits))
         context.append(token)
         logits, cache = ahead.next(context, cache)
-        plain_logits, plain_cache = tiny_gpt2_model.forward([token], plain_cache)
+        plain_logits, plain_cache = model.forward([token], plain_cache)
         assert cache.length == plain_cache.length == len(context)
-        np.testing.assert_allclose(logits, plain_logits, rtol=0, atol=1e-5)  # float32 reorder, as in float64.py
+        np.testing.assert_allclose(logits, plain_logits, rtol=0, atol=atol)  # float32 reorder, as in float64.py
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:2])
+def test_lookup_steps_match_a_plain_run_logit_for_logit(tiny, prompt):
+    steps_match_a_plain_run(tiny, tiny.tokenizer.encode(prompt), 20)
+
+
+def test_lookup_on_gemma3_keeps_guesses_through_its_ring_buffers(tiny_gemma, verdicts):
+    """Gemma 3's local layers keep 4 positions, so a check guesses at most 3 tokens (its 4 positions take distinct
+    slots). The tiny model repeats one token: checks keep their guesses, whose keys the ring buffers hold."""
+    ids = tiny_gemma.tokenizer.encode("1 2 3 1 2 3 1 2 3 1 2 3 1 2")
+    steps_match_a_plain_run(tiny_gemma, ids, 40, TINY_GEMMA_TOLERANCE)
+    assert max(drafted for _, drafted in verdicts) == tiny_gemma.config.sliding_window - 1
+    assert all(kept == drafted for kept, drafted in verdicts[1:])
+
+
+def test_a_ring_buffer_gets_back_the_slots_of_rejected_guesses(tiny_gemma, verdicts):
+    """Guesses rejected in a check had taken the ring slots of the positions before them, which the next tokens
+    see: the tokens after the check continue as a full pass does."""
+    ids = tiny_gemma.tokenizer.encode("Hullo, my name is Ishmael and I sail")
+    context = ids + ids[:2]  # ends with a bigram seen before: the tokens after it are guessed
+    _, cache = tiny_gemma.forward(context[:-1])
+    logits, cache = Lookup(tiny_gemma).next(context, cache)
+    assert verdicts == [(0, 3)]  # all three rejected
+    full, _ = tiny_gemma.forward(context + [5, 6, 7], all_logits=True)
+    np.testing.assert_allclose(logits, full[len(context) - 1], rtol=0, atol=TINY_GEMMA_TOLERANCE)
+    for i, token in enumerate([5, 6, 7]):
+        logits, cache = tiny_gemma.forward([token], cache)
+        np.testing.assert_allclose(logits, full[len(context) + i], rtol=0, atol=TINY_GEMMA_TOLERANCE)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_lookup_on_gemma3_gives_plain_greedy_tokens(tiny_gemma, prompt):
+    ids = tiny_gemma.tokenizer.encode(prompt)
+    plain = tiny_gemma.complete(ids, 40, sampling=GREEDY, lookup=False)
+    assert tiny_gemma.complete(ids, 40, sampling=GREEDY).ids == plain.ids
 
 
 def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model):
@@ -169,6 +216,4 @@ def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model)
     assert not usable(tiny_llama_model, dataclasses.replace(req, sampling=Sampling(temperature=0.7)))
     hooks = Hooks().add("blocks.0.attn_out", lambda value, site: None)
     assert not usable(tiny_llama_model, dataclasses.replace(req, hooks=hooks))
-    ringed = dataclasses.replace(tiny_llama_model, config=dataclasses.replace(
-        tiny_llama_model.config, sliding_window=6, local_layers=(0,)))
-    assert not usable(ringed, req)  # a rejected guess would overwrite a ring buffer's live slot
+    assert usable(tiny_variant("llama-local", None, tiny_llama_model), req)  # ring buffers get their slots back
