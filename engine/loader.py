@@ -19,7 +19,7 @@ from .lm import LanguageModel
 from .memory import reuse_freed_memory
 from .model import Config, Weights
 from .packed import column_major, gguf_packed, packed
-from .tokenizer import Tokenizer, gguf_tokenizer
+from .tokenizer import Tokenizer, gguf_bpe, gguf_tokenizer
 
 
 def load(name: str = DEFAULT_MODEL, on_notice: Callable[[str], None] = lambda message: None,
@@ -84,14 +84,14 @@ def load_gguf(path: Path, on_notice: Callable[[str], None] = lambda message: Non
 
 
 def gguf_file_tokenizer(path: Path, header: gguf.GGUFHeader, n_vocab: int, arch: ModuleType) -> Tokenizer:
-    """The file's tokenizer, from a header read without arrays; a SentencePiece one comes from llmx's cache
-    after the first load (engine/spm_cache.py), without reading the vocabulary again."""
-    def build():
-        meta = gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS).meta
-        return gguf_tokenizer(meta, n_vocab, path.name, arch.GGUF_PRE_TOKENIZER)
+    """The file's tokenizer, from a header read without arrays: after the first load it comes from llmx's cache
+    (engine/tokenizer_cache.py), without reading the vocabulary again."""
+    from .tokenizer_cache import cached_bpe, cached_sentencepiece
+
+    def meta() -> dict:
+        return gguf.read_gguf_header(path, arrays=gguf.TOKENIZER_ARRAYS).meta
 
     if header.meta.get("tokenizer.ggml.model") == "llama":
-        from .spm_cache import cached_sentencepiece
-
-        return cached_sentencepiece([path], n_vocab, path.name, build)
-    return build()
+        return cached_sentencepiece([path], n_vocab, path.name, lambda: gguf_tokenizer(meta(), n_vocab, path.name,
+                                                                                        arch.GGUF_PRE_TOKENIZER))
+    return cached_bpe([path], n_vocab, path.name, lambda: gguf_bpe(meta(), n_vocab, path.name, arch.GGUF_PRE_TOKENIZER))

@@ -137,30 +137,62 @@ def fill_missing_bytes(ranks: dict[bytes, int], first_free: int) -> tuple[dict[b
     return {**ranks, **extra}, frozenset(extra.values())
 
 
-def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, int], pattern: str, *,
-                  n_vocab: int, bos: int | None, eos: set[int], add_bos: bool, where: str) -> Tokenizer:
-    """A byte-level BPE as a tiktoken Encoding: vocab pieces in GPT-2's byte alphabet, special tokens apart."""
-    import tiktoken
+@dataclass(frozen=True)
+class BPE:
+    """What a byte-level BPE tokenizer is built from, as tiktoken takes it (tokenizer_cache.py stores it, so that
+    a later load skips reading and ranking the vocabulary)."""
 
+    ranks: dict[bytes, int]  # each mergeable piece's bytes and rank, its token id (fill_missing_bytes' included)
+    special: dict[str, int]  # whole tokens, matched as text only when asked (`encode(special=True)`)
+    pattern: str  # the pre-tokenizer's split regex
+    n_vocab: int
+    bos: int | None
+    eos: frozenset[int]
+    add_bos: bool
+    dropped: frozenset[int]  # fill_missing_bytes' stand-ins
+    where: str  # where it came from, for its name
+
+    def tokenizer(self) -> Tokenizer:
+        import tiktoken
+
+        encoding = tiktoken.Encoding(name=f"bpe:{self.where}", pat_str=self.pattern, mergeable_ranks=self.ranks,
+                                     special_tokens=self.special)
+        return Tokenizer(encoding, n_vocab=self.n_vocab, bos_id=self.bos, eos_ids=self.eos, add_bos=self.add_bos,
+                         dropped_ids=self.dropped)
+
+
+def bpe(vocab: dict[str, int], merges: list[str], special: dict[str, int], pattern: str, *, n_vocab: int,
+        bos: int | None, eos: set[int], add_bos: bool, where: str) -> BPE:
+    """A byte-level BPE from its vocabulary and merges: vocab pieces in GPT-2's byte alphabet, special tokens apart."""
     ranks = ranks_from_vocab(vocab, merges, set(special), where)
     top = max([*ranks.values(), *special.values()])
     if top >= n_vocab:
         raise CheckpointError(f"{where}: the tokenizer has {top + 1} tokens but the model only {n_vocab} rows")
     ranks, dropped = fill_missing_bytes(ranks, n_vocab)
-    encoding = tiktoken.Encoding(name=f"bpe:{where}", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
-    return Tokenizer(encoding, n_vocab=n_vocab, bos_id=bos, eos_ids=frozenset(eos), add_bos=add_bos,
-                     dropped_ids=dropped)
+    return BPE(ranks, special, pattern, n_vocab, bos, frozenset(eos), add_bos, dropped, where)
+
+
+def bpe_tokenizer(vocab: dict[str, int], merges: list[str], special: dict[str, int], pattern: str, *,
+                  n_vocab: int, bos: int | None, eos: set[int], add_bos: bool, where: str) -> Tokenizer:
+    """A byte-level BPE as a tiktoken Encoding (see `bpe`)."""
+    return bpe(vocab, merges, special, pattern, n_vocab=n_vocab, bos=bos, eos=eos, add_bos=add_bos,
+               where=where).tokenizer()
 
 
 def gguf_tokenizer(meta: dict, n_vocab: int, where: str, default_pre: str | None) -> Tokenizer:
     """The byte-level BPE (or SentencePiece, see spm.py) in a GGUF file's `tokenizer.ggml.*` metadata.
 
     default_pre: the pre-tokenizer when the file names none (the architecture's own), or None to refuse."""
-    model = meta.get("tokenizer.ggml.model")
-    if model == "llama":  # SentencePiece
+    if meta.get("tokenizer.ggml.model") == "llama":  # SentencePiece
         from .spm import gguf_sentencepiece
 
         return gguf_sentencepiece(meta, n_vocab, where)
+    return gguf_bpe(meta, n_vocab, where, default_pre).tokenizer()
+
+
+def gguf_bpe(meta: dict, n_vocab: int, where: str, default_pre: str | None) -> BPE:
+    """The byte-level BPE in a GGUF file's metadata (see gguf_tokenizer)."""
+    model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
         raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}, but llmx runs byte-level BPE ('gpt2') "
                              "and SentencePiece ('llama') tokenizers: pick a model with one of those")
@@ -180,9 +212,9 @@ def gguf_tokenizer(meta: dict, n_vocab: int, where: str, default_pre: str | None
     ids = {key: meta.get(f"tokenizer.ggml.{key}") for key in ("bos_token_id", "eos_token_id", "eot_token_id")}
     check_token_ids({f"tokenizer.ggml.{key}": value for key, value in ids.items()}, n_vocab, where)
     eos = {ids[key] for key in ("eos_token_id", "eot_token_id") if ids[key] is not None}
-    return bpe_tokenizer({token: i for i, token in enumerate(tokens)}, merges, special, PRE_PATTERNS[pre],
-                         n_vocab=n_vocab, bos=ids["bos_token_id"], eos=eos,
-                         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)), where=where)
+    return bpe({token: i for i, token in enumerate(tokens)}, merges, special, PRE_PATTERNS[pre], n_vocab=n_vocab,
+               bos=ids["bos_token_id"], eos=eos, add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+               where=where)
 
 
 def _gguf_strings(meta: dict, key: str, where: str) -> list[str]:

@@ -191,7 +191,7 @@ def test_short_texts_merged_in_python_as_tiktoken_merges_long_ones(json_tokenize
 
 def test_the_tokenizer_cache_gives_the_tokenizer_back_and_rebuilds_a_damaged_one(tmp_path, monkeypatch,
                                                                                   json_tokenizers):
-    from llmx.engine.spm_cache import cached_sentencepiece
+    from llmx.engine.tokenizer_cache import cached_sentencepiece
 
     monkeypatch.setenv("LLMX_CACHE", str(tmp_path))
     ours, _ = json_tokenizers
@@ -221,7 +221,7 @@ def test_building_a_tokenizer_removes_what_a_killed_writer_left(tmp_path, monkey
     import subprocess
 
     from llmx.engine.formats.pack import host_tag
-    from llmx.engine.spm_cache import cached_sentencepiece
+    from llmx.engine.tokenizer_cache import cached_sentencepiece
 
     monkeypatch.setenv("LLMX_CACHE", str(tmp_path))
     child = subprocess.Popen(["true"])

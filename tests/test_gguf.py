@@ -391,3 +391,54 @@ def test_header_reading_agrees_with_ggufs_own_reader(smollm_path):
     assert [(t.name, t.kind, t.shape, ours.data_start + t.offset) for t in ours.tensors] == \
            [(t.name, t.tensor_type, tuple(int(d) for d in reversed(t.shape)), int(t.data_offset))
             for t in theirs.tensors]
+
+
+def test_a_gguf_bpe_tokenizer_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch, tiny_llama, gpt2_vocab):
+    """The first load reads the vocabulary's arrays and ranks it; later loads take the tokenizer from llmx's cache
+    (engine/tokenizer_cache.py) and tokenize the same; a damaged entry is built again; LLMX_PACK=0 keeps none."""
+    from llmx.engine.formats import gguf
+
+    monkeypatch.setenv("LLMX_CACHE", str(tmp_path / "cache"))
+    path = write_tiny_llama_gguf(tmp_path / "tiny.gguf", tiny_llama, gpt2_vocab,
+                                 **{"tokenizer.ggml.add_bos_token": True})
+    reads, real = [], gguf.read_gguf_header
+
+    def spy(*args, arrays=True):
+        reads.append(arrays)
+        return real(*args, arrays=arrays)
+
+    monkeypatch.setattr(gguf, "read_gguf_header", spy)
+    texts = [*TEXTS, *ODD_BYTES, f"special {GPT2_EOT} text"]
+    built = load_tokenizer(str(path))
+    assert reads.count(gguf.TOKENIZER_ARRAYS) == 1
+    (entry,) = (tmp_path / "cache").glob("bpe-*.npz")
+    for damage in (None, "flip a byte"):
+        if damage:
+            data = bytearray(entry.read_bytes())
+            data[len(data) // 2] ^= 0xFF  # inside the stored arrays
+            entry.write_bytes(bytes(data))
+        reads.clear()
+        cached = load_tokenizer(str(path))
+        assert reads.count(gguf.TOKENIZER_ARRAYS) == (1 if damage else 0)
+        assert cached is not built and dataclasses.replace(cached, encoding=None) == dataclasses.replace(
+            built, encoding=None)  # bos, eos, add_bos, the bytes the vocabulary lacks
+        for text in texts:
+            assert cached.encode(text) == built.encode(text) and cached.encode(text, special=True) == built.encode(
+                text, special=True)
+            assert cached.decode(cached.encode(text)) == built.decode(built.encode(text))
+    monkeypatch.setenv("LLMX_PACK", "0")
+    entry.unlink()
+    load_tokenizer(str(path))
+    assert not entry.exists()
+
+
+def test_smollm2s_tokenizer_from_the_cache_is_the_one_built(smollm_path, smollm):
+    """The session's first load of the file (`smollm`) stored its tokenizer; this load reads it back, with the
+    stand-ins for the bytes SmolLM2 has no token for."""
+    from llmx.engine.formats import pack
+
+    assert list(pack.cache_dir().glob("bpe-*.npz"))
+    cached = load_tokenizer(str(smollm_path))
+    assert cached.dropped_ids and cached.dropped_ids == smollm.tokenizer.dropped_ids
+    for text in [*TEXTS, *SPACES_BEFORE_DIGITS, *ODD_BYTES]:
+        assert cached.encode(text) == smollm.tokenizer.encode(text)

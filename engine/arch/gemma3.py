@@ -220,7 +220,7 @@ def plus_one(weights: Weights) -> Weights:
 
 def tokenizer(directory: Path, n_vocab: int):
     """The folder's tokenizer.json: a SentencePiece-style BPE (byte fallback, spaces as ▁), see spm_json.py."""
-    from ..spm_cache import cached_sentencepiece
+    from ..tokenizer_cache import cached_sentencepiece
     from ..spm_json import tokenizer_json_sentencepiece
 
     sources = [directory / name for name in ("tokenizer.json", "tokenizer_config.json", "config.json")]
