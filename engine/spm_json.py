@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import TokenizerError
 from .formats.checks import check_token_ids
 from .spm import BYTE, CONTROL, NORMAL, SPACE, UNUSED, USER_DEFINED, SentencePieceTokenizer, sentencepiece
-from .tokenizer import _config_eos, _read_json, _template_bos, _token_text
+from .hf_tokenizer import _config_eos, _read_json, _template_bos, _token_text
 
 SPACES_TO_METASPACE = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}
 

@@ -3,7 +3,7 @@
 Building Gemma 3's SentencePiece tokenizer ranks 262,144 pieces (spm.py: ~0.7 s) after reading them from the
 GGUF header, or parses a 33 MB tokenizer.json (seconds); a GGUF file's byte-level BPE (SmolLM2's 49,152 tokens)
 takes a second read of the header with its arrays and the ranks from its vocabulary (~80 ms of a ~0.5 s
-`continue --max-tokens 1`). What they produce is a few arrays: pieces' bytes and ranks, token ids, special
+`continue --max-tokens 1`), GPT-2's vocab.json and merges.txt ~80 ms. What they produce is a few arrays: pieces' bytes and ranks, token ids, special
 tokens, the pre-split pattern, settings. They are stored as an .npz (plain arrays, never pickle) in
 `$LLMX_CACHE`, named after the SHA-256 of the files they came from (formats/pack.py's `content_key`, so a changed
 file gets a new entry), with the SHA-256 of their own bytes inside, checked before use: a damaged entry is built
@@ -26,7 +26,7 @@ from .spm import SentencePieceTokenizer
 from .tokenizer import BPE, Tokenizer
 
 SPM_FORMAT = "llmx-spm-2"  # part of the key: bumped when spm.py builds other ranks from the same files
-BPE_FORMAT = "llmx-bpe-1"  # and when tokenizer.py builds another BPE
+BPE_FORMAT = "llmx-bpe-1"  # and when tokenizer.py or hf_tokenizer.py build another BPE
 Built = TypeVar("Built")
 
 
@@ -87,7 +87,8 @@ def bpe_arrays(spec: BPE) -> dict[str, np.ndarray]:
                 **packed_bytes("special", [text.encode() for text, _ in special]),
                 special_ids=np.array([i for _, i in special], np.int64), pattern=pattern,
                 eos=np.array(sorted(spec.eos), np.int64), dropped=np.array(sorted(spec.dropped), np.int64),
-                settings=np.array([spec.n_vocab, -1 if spec.bos is None else spec.bos, spec.add_bos], np.int64))
+                settings=np.array([spec.n_vocab, -1 if spec.bos is None else spec.bos, spec.add_bos], np.int64),
+                normalization=np.frombuffer((spec.normalization or "").encode(), np.uint8))
 
 
 def bpe_of(arrays: dict[str, np.ndarray], where: str) -> BPE:
@@ -96,7 +97,7 @@ def bpe_of(arrays: dict[str, np.ndarray], where: str) -> BPE:
     return BPE(dict(zip(unpacked_bytes(arrays, "rank"), arrays["rank_ids"].tolist())),
                dict(zip(special, arrays["special_ids"].tolist())), arrays["pattern"].tobytes().decode(), n_vocab,
                None if bos < 0 else bos, frozenset(arrays["eos"].tolist()), bool(add_bos),
-               frozenset(arrays["dropped"].tolist()), where)
+               frozenset(arrays["dropped"].tolist()), where, arrays["normalization"].tobytes().decode() or None)
 
 
 def packed_bytes(name: str, items) -> dict[str, np.ndarray]:

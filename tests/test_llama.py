@@ -9,7 +9,7 @@ import float64
 from conftest import GPT2_EOT, assert_cached_decoding_equals_full_recompute, write_tokenizer_json
 from llmx.engine import KVCache, TokenizerError, load
 from llmx.engine.describe import describe
-from llmx.engine.tokenizer import tokenizer_json_tokenizer
+from llmx.engine.hf_tokenizer import tokenizer_json_tokenizer
 
 TEXTS = [
     "Hullo, my name is",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from llmx.engine.tokenizer import gpt2_tokenizer
+from llmx.engine.hf_tokenizer import gpt2_tokenizer
 
 TEXTS = [
     "Hullo, my name is",
@@ -59,3 +59,32 @@ def test_a_vocabulary_out_of_merge_order_is_refused():
         ranks_from_vocab({**vocab, "abc": 255}, ["a b", "ab c"], set(), "test")
     with pytest.raises(TokenizerError, match="'x y' does not follow"):
         ranks_from_vocab(vocab, ["a b", "x y"], set(), "test")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "tokenizer.json", "tokenizer.json with NFC"])
+def test_a_folders_tokenizer_is_built_once_then_read_from_the_cache(kind, tmp_path, monkeypatch, tiny_gpt2,
+                                                                     tiny_llama, gpt2_vocab):
+    """GPT-2's vocab.json + merges.txt and a tokenizer.json are ranked on the first load only; later loads read
+    llmx's cache (engine/tokenizer_cache.py) and give the same tokenizer, its normalization included."""
+    import dataclasses
+    import shutil
+
+    from conftest import write_tokenizer_json
+    from llmx.engine import hf_tokenizer, load_tokenizer
+
+    monkeypatch.setenv("LLMX_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_gpt2 if kind == "gpt2" else tiny_llama, folder)
+    if kind.endswith("NFC"):
+        write_tokenizer_json(folder, gpt2_vocab, nfc=True)
+    builds = []
+    for name in ("gpt2_bpe", "tokenizer_json_bpe"):
+        real = getattr(hf_tokenizer, name)
+        monkeypatch.setattr(hf_tokenizer, name, lambda *args, real=real: builds.append(1) or real(*args))
+    built, cached = load_tokenizer(str(folder)), load_tokenizer(str(folder))
+    assert len(builds) == 1 and cached is not built
+    assert dataclasses.replace(cached, encoding=None) == dataclasses.replace(built, encoding=None)
+    assert cached.normalization == ("NFC" if kind.endswith("NFC") else None)
+    for text in [*TEXTS, "cafe\u0301 composed"]:
+        assert cached.encode(text) == built.encode(text)
+        assert cached.encode(text, special=True) == built.encode(text, special=True)

@@ -94,7 +94,11 @@ def build(src: TensorSource, cfg: Config, names: dict, *, conv1d: bool) -> Weigh
 
 
 def tokenizer(directory: Path, n_vocab: int):
-    """GPT-2's byte-level BPE from the folder's vocab.json and merges.txt."""
-    from ..tokenizer import gpt2_tokenizer
+    """GPT-2's byte-level BPE from the folder's vocab.json and merges.txt (built once, then read from llmx's
+    cache: engine/tokenizer_cache.py)."""
+    from ..hf_tokenizer import gpt2_bpe
+    from ..tokenizer_cache import cached_bpe
 
-    return gpt2_tokenizer(directory, n_vocab)
+    sources = [directory / name for name in ("vocab.json", "merges.txt")]
+    return cached_bpe([path for path in sources if path.is_file()], n_vocab, str(directory),
+                      lambda: gpt2_bpe(directory, n_vocab))

@@ -168,7 +168,11 @@ def build_block(src: TensorSource, cfg: Config, n: dict, rope_order) -> Block:
 
 
 def tokenizer(directory: Path, n_vocab: int):
-    """The folder's tokenizer.json (byte-level BPE), with tokenizer_config.json's settings when present."""
-    from ..tokenizer import tokenizer_json_tokenizer
+    """The folder's tokenizer.json (byte-level BPE), with tokenizer_config.json's settings and config.json's end
+    tokens when present (built once, then read from llmx's cache: engine/tokenizer_cache.py)."""
+    from ..hf_tokenizer import tokenizer_json_bpe
+    from ..tokenizer_cache import cached_bpe
 
-    return tokenizer_json_tokenizer(directory, n_vocab)
+    sources = [directory / name for name in ("tokenizer.json", "tokenizer_config.json", "config.json")]
+    return cached_bpe([path for path in sources if path.is_file()], n_vocab, str(directory / "tokenizer.json"),
+                      lambda: tokenizer_json_bpe(directory, n_vocab))
