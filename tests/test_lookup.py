@@ -217,3 +217,20 @@ def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model)
     hooks = Hooks().add("blocks.0.attn_out", lambda value, site: None)
     assert not usable(tiny_llama_model, dataclasses.replace(req, hooks=hooks))
     assert usable(tiny_variant("llama-local", None, tiny_llama_model), req)  # ring buffers get their slots back
+
+
+@pytest.mark.parametrize("flags,looks", [((), False), (("--lookup",), True), (("--context", "CONTEXT"), True),
+                                         (("--context", "CONTEXT", "--no-lookup"), False)])
+def test_continue_uses_lookup_with_a_context_or_when_asked(flags, looks, tiny_gpt2, tmp_path, verdicts):
+    """Lookup pays where the answer quotes the text (a context) and costs where it does not: `continue` uses it
+    with --context by default, and --lookup/--no-lookup choose; the tokens are the same either way."""
+    from test_cli import run
+
+    context = tmp_path / "context.txt"
+    context.write_text("1 2 3 1 2 3 1 2 3 1 2")
+    args = [str(context) if flag == "CONTEXT" else flag for flag in flags]
+    base = ["continue", "-m", str(tiny_gpt2), "-t", "0", "--max-tokens", "20", "1 2 3 1 2 3 1 2"]
+    looked = run(*base, *args)
+    assert looked.exit_code == 0 and bool(verdicts) == looks
+    plain = run(*base, *[a for a in args if a != "--lookup"], "--no-lookup")
+    assert plain.stdout == looked.stdout
