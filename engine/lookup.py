@@ -77,7 +77,8 @@ class Lookup:
         guesses: rows past the run's last token would be computed for nothing."""
         if self.ahead:  # the chosen token was a kept guess: its logits are known, its keys already cached
             return self.ahead.pop(0), dataclasses.replace(cache, length=cache.length + 1)
-        room = min([self.model.config.n_ctx - cache.length, *Slots.sizes(cache, self.model)]) - 1  # positions L..L+k
+        # the check's positions L..L+k must fit the context, and take distinct slots of every ring buffer
+        room = min([self.model.config.n_ctx - cache.length, *Slots.sizes(cache, self.model)]) - 1
         guesses = draft(context, min(self.k, room, self.k if wanted is None else wanted - 1))
         if not guesses:
             return self.model.forward(context[-1:], cache)
