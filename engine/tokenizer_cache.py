@@ -33,14 +33,20 @@ Built = TypeVar("Built")
 def cached_sentencepiece(sources: list[Path], n_vocab: int, where: str,
                          build: Callable[[], SentencePieceTokenizer]) -> SentencePieceTokenizer:
     """The tokenizer built from `sources` by `build()`, from llmx's cache when it holds a sound copy."""
-    return cached(f"spm-{content_key(sources, f'{SPM_FORMAT} {n_vocab}')}", build, spm_arrays,
+    return cached(f"spm-{key(sources, f'{SPM_FORMAT} {n_vocab}')}", build, spm_arrays,
                   lambda arrays: spm_of(arrays, where))
 
 
 def cached_bpe(sources: list[Path], n_vocab: int, where: str, build: Callable[[], BPE]) -> Tokenizer:
     """The byte-level BPE built from `sources` by `build()`, from llmx's cache when it holds a sound copy."""
-    return cached(f"bpe-{content_key(sources, f'{BPE_FORMAT} {n_vocab}')}", build, bpe_arrays,
+    return cached(f"bpe-{key(sources, f'{BPE_FORMAT} {n_vocab}')}", build, bpe_arrays,
                   lambda arrays: bpe_of(arrays, where)).tokenizer()
+
+
+def key(sources: list[Path], kind: str) -> str:
+    """The cache key of a tokenizer built from those of `sources` that exist (a folder's tokenizer_config.json
+    or config.json may be missing; adding one later makes another key)."""
+    return content_key([path for path in sources if path.is_file()], kind)
 
 
 def cached(name: str, build: Callable[[], Built], arrays_of: Callable[[Built], dict[str, np.ndarray]],

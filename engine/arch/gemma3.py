@@ -220,9 +220,9 @@ def plus_one(weights: Weights) -> Weights:
 
 def tokenizer(directory: Path, n_vocab: int):
     """The folder's tokenizer.json: a SentencePiece-style BPE (byte fallback, spaces as ▁), see spm_json.py."""
-    from ..tokenizer_cache import cached_sentencepiece
     from ..spm_json import tokenizer_json_sentencepiece
+    from ..tokenizer_cache import cached_sentencepiece
 
     sources = [directory / name for name in ("tokenizer.json", "tokenizer_config.json", "config.json")]
-    return cached_sentencepiece([path for path in sources if path.is_file()], n_vocab, str(directory),
+    return cached_sentencepiece(sources, n_vocab, str(directory),
                                 lambda: tokenizer_json_sentencepiece(directory, n_vocab))

@@ -100,5 +100,4 @@ def tokenizer(directory: Path, n_vocab: int):
     from ..tokenizer_cache import cached_bpe
 
     sources = [directory / name for name in ("vocab.json", "merges.txt")]
-    return cached_bpe([path for path in sources if path.is_file()], n_vocab, str(directory),
-                      lambda: gpt2_bpe(directory, n_vocab))
+    return cached_bpe(sources, n_vocab, str(directory), lambda: gpt2_bpe(directory, n_vocab))

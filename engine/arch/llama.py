@@ -174,5 +174,5 @@ def tokenizer(directory: Path, n_vocab: int):
     from ..tokenizer_cache import cached_bpe
 
     sources = [directory / name for name in ("tokenizer.json", "tokenizer_config.json", "config.json")]
-    return cached_bpe([path for path in sources if path.is_file()], n_vocab, str(directory / "tokenizer.json"),
+    return cached_bpe(sources, n_vocab, str(directory / "tokenizer.json"),
                       lambda: tokenizer_json_bpe(directory, n_vocab))
