@@ -9,11 +9,11 @@ so patterns and masks are the same either way; hooks always see patterns over ab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .causal import exponentiated
 from .hooks import NO_POINTS
 from .memory import lazy_zeros
 from .nn import LOG2E, apply_rope, linear, rms_norm
@@ -114,9 +114,6 @@ def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, 
 # A long pass's attention goes by blocks of up to BLOCK queries (see attend), fewer as the keys grow so that a
 # block's scores [n_head, queries, keys] stay within SCORES_BUDGET numbers (16 MB in float32), never under MIN_BLOCK.
 BLOCK, MIN_BLOCK, SCORES_BUDGET = 128, 16, 1 << 22
-# What `mask` adds to hidden keys' scores: finite, unlike -inf, so that the hidden scores can be zeroed before 2**x
-# (NumPy's float32 2**x takes a slow path, 3-32 ns a number instead of 0.2, below -126, -inf included).
-HIDDEN = -1e30
 
 
 def block_size(cfg: Config, n_keys: int) -> int:
@@ -166,15 +163,7 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     q = q * q.dtype.type(LOG2E / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
     scores = q @ keys.transpose(0, 2, 1)  # [n_kv_head, group * n_seq, n_keys]
     by_query = scores.reshape(n_kv_head, group, n_seq, n_keys)  # a view: the masks go by query position
-    if n_seq > 1:  # a new position may look at itself and the past (its window of it), never the future
-        hide(by_query, start, first, window)
-    scores -= scores.max(axis=-1, keepdims=True)  # 2**0 = 1 at each row's max: nothing overflows
-    if n_seq > 1:  # hidden scores to 0 for 2**x, and their weights to 0 after it
-        zero_hidden(by_query, start, first, window)
-    np.exp2(scores, out=scores)
-    if n_seq > 1:
-        zero_hidden(by_query, start, first, window)
-    sums = scores.sum(axis=-1, keepdims=True)
+    sums = exponentiated(scores, by_query, start, first, window)
     if hook.wants("attn.pattern"):
         pattern = (scores / sums).reshape(n_head, n_seq, n_keys)  # [head, dest, src]
         hooked = pattern_hook(hook, pattern, first)
@@ -184,28 +173,6 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     z = scores @ values  # [n_kv_head, group * n_seq, d_head]
     z /= sums
     return z.reshape(n_head, n_seq, d_head)  # as heads
-
-
-def hide(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
-    """Add HIDDEN to the scores [..., n_seq, n_keys] of keys the queries may not see, so that the rows' maxima
-    are those of the keys they see."""
-    part, where = masked_part(scores, start, first, window)
-    part += mask(*where, scores.dtype)
-
-
-def zero_hidden(weights: np.ndarray, start: int, first: int, window: int | None) -> None:
-    """Set the values [..., n_seq, n_keys] of keys the queries may not see to 0."""
-    part, where = masked_part(weights, start, first, window)
-    part *= seen(*where, weights.dtype)
-
-
-def masked_part(scores: np.ndarray, start: int, first: int, window: int | None):
-    """The columns of scores [..., n_seq, n_keys] that the mask covers, and the mask's arguments. Without a
-    window every key before the first query's position is seen: only the last n_seq columns need the mask."""
-    end = start + scores.shape[-2]
-    if window is None and start > first:
-        return scores[..., start - first:], (start, end, start, None)
-    return scores, (start, end, first, window)
 
 
 def remember(k_buf, v_buf, k, v, start: int, window: int | None, in_order: bool = True):
@@ -241,27 +208,6 @@ def ring_write(buf: np.ndarray, new: np.ndarray, start: int) -> None:
     end, size = start + new.shape[1], buf.shape[1]
     positions = np.arange(max(start, end - size), end)
     buf[:, positions % size] = new[:, positions - start]
-
-
-@lru_cache(maxsize=16)  # every layer of a pass has the same (a block: [n_seq, n_seq] without a window)
-def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
-    """HIDDEN where query position start.. (rows) may not see key position first.. (columns), else 0:
-    [n_seq, n_keys] (read-only: shared between calls)."""
-    query, key = np.arange(start, end)[:, None], np.arange(first, end)[None, :]
-    hidden = key > query
-    if window is not None:
-        hidden |= query - key >= window  # a local layer sees `window` positions, its own included
-    out = np.where(hidden, dtype.type(HIDDEN), dtype.type(0))
-    out.flags.writeable = False
-    return out
-
-
-@lru_cache(maxsize=16)
-def seen(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
-    """1 where `mask` is 0, 0 where it hides (read-only: shared between calls)."""
-    out = (mask(start, end, first, window, dtype) == 0).astype(dtype)
-    out.flags.writeable = False
-    return out
 
 
 def pattern_hook(hook, pattern: np.ndarray, first: int) -> np.ndarray:

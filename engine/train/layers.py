@@ -150,7 +150,7 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int |
 
 def block_keys(n_seq: int, window: int | None) -> list[tuple[int, int, int]]:
     """(lo, hi, start) of each block of queries: the keys it may see are [start, hi). With a window a position
-    sees `window` positions, its own included (as engine/attention.mask), so the block's first sees lo - window + 1."""
+    sees `window` positions, its own included (as engine/causal.mask), so the block's first sees lo - window + 1."""
     return [(lo, hi, 0 if window is None else max(0, lo - window + 1)) for lo, hi in causal_blocks(n_seq)]
 
 
