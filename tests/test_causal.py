@@ -71,3 +71,17 @@ def test_one_new_position_sees_every_key(level):
     got, _ = weights(scores, 8, 0, None)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, reference(scores, np.ones((1, 9), bool)), rtol=2.0 ** -24 * 25, atol=1e-30)
+
+
+def test_a_rows_weights_depend_on_that_row_alone():
+    """engine/lanes.py attends by key head where the plain pass takes all of them at once: a row whose max is out of
+    SHIFTLESS (so that its max is subtracted) must not change the weights of rows beside it, to the bit."""
+    start, first, window, n_seq = 3, 0, None, 5
+    seen = visible(start, n_seq, first, window)
+    scores = rng.standard_normal((N_KV, GROUP, n_seq, seen.shape[1])).astype(np.float32)
+    scores[1, 0, 2] += 200  # one row of the second key head
+    together, _ = weights(scores, start, first, window)
+    for head in range(N_KV):
+        alone = scores[head:head + 1].reshape(1, GROUP * n_seq, -1).copy()
+        sums = exponentiated(alone, alone.reshape(1, GROUP, n_seq, -1), start, first, window)
+        np.testing.assert_array_equal(together[head], (alone / sums).reshape(GROUP, n_seq, -1))
