@@ -9,7 +9,8 @@ share of every step of a block, as tensor-parallel training splits a model betwe
     norm before attention      its rows
     queries, keys, values      its query heads and key/value heads (runs of the fused projection's rows), rotated
                                and written to the cache (a sliding-window layer's ring buffer too)
-    attention                  its (key heads, block of queries) pairs, dealt out by the keys they see
+    attention                  (key heads, block of queries) pairs, taken one at a time from the layer's queue,
+                               largest first, as the lane comes free
     output projection          its columns of the residual stream (a slice of w_o's rows), added in place (with
                                Gemma's post-norms: written, then normalized and added by rows)
     norm before the MLP        its rows
@@ -33,6 +34,7 @@ Lanes on more cores are not measured: with more BLAS threads the plain pass keep
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,11 +67,13 @@ def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: 
     of the global and of the local layers (model.rotary_tables). x is updated in place."""
     plan, shared = Plan.of(cfg, len(x), start, lanes), Shared.of(x, cfg, start)
 
+    taken = [itertools.count() for _ in weights.blocks]  # each layer's attention pairs taken so far
+
     def lane(i: int, meet) -> None:
         for layer, blk in enumerate(weights.blocks):
             local = layer in cfg.local_layers
             block_share(i, meet, blk, cfg, cache.k[layer], cache.v[layer], start, ropes[local],
-                        cfg.sliding_window if local else None, plan, shared)
+                        cfg.sliding_window if local else None, plan, shared, taken[layer])
 
     run(lanes, lane)
     return x
@@ -116,15 +120,15 @@ class Plan:
     heads: list[tuple[slice, slice]]  # query heads and key/value heads, for the projections
     columns: list[slice]  # of the residual stream, for the output projection and the MLP's
     hidden: list[slice]  # of the MLP's hidden layer
-    pairs: list[list[tuple[slice, slice]]]  # attention's (key heads, block of queries) pairs, global layers
-    local_pairs: list[list[tuple[slice, slice]]]  # and sliding-window layers (whose blocks see fewer keys)
+    pairs: list[tuple[slice, slice]]  # attention's (key heads, block of queries) pairs, global layers, largest first
+    local_pairs: list[tuple[slice, slice]]  # and sliding-window layers (whose blocks see fewer keys)
 
     @classmethod
     def of(cls, cfg: Config, n_seq: int, start: int, lanes: int) -> Plan:
         """The shares of a pass over n_seq new positions after `start` cached ones."""
         return cls(shares(n_seq, lanes), head_shares(cfg, lanes), shares(cfg.n_embd, lanes, ALIGN),
-                   shares(cfg.n_ff, lanes, ALIGN), deal(cfg, n_seq, start + n_seq, lanes),
-                   deal(cfg, n_seq, local_keys(cfg, start, n_seq), lanes))
+                   shares(cfg.n_ff, lanes, ALIGN), queue(cfg, n_seq, start + n_seq, lanes),
+                   queue(cfg, n_seq, local_keys(cfg, start, n_seq), lanes))
 
 
 def shares(total: int, lanes: int, align: int = 1) -> list[slice]:
@@ -152,29 +156,23 @@ def span(heads: list[int]) -> slice:
     return slice(heads[0], heads[-1] + 1) if heads else slice(0, 0)
 
 
-def deal(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[list[tuple[slice, slice]]]:
-    """Attention's work as (key heads, block of queries) pairs, for blocks of attention.attend's size over
-    n_keys keys. When the key heads split evenly, each lane takes its run of them in every block (one product per
-    block for all its heads); otherwise (SmolLM2: 3 key heads; Gemma 3: 1) each key head in each block is a pair,
-    dealt by the keys its last query sees, largest first, each to the lane with the least so far."""
+def queue(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[tuple[slice, slice]]:
+    """Attention's work as (key heads, block of queries) pairs, for blocks of attention.attend's size over n_keys
+    keys, largest first (queries times the keys they see): the lanes take them one at a time as they come free, so
+    that a lane slowed down by the machine takes fewer. When the key heads split evenly, a pair is a lane's run of
+    them (one product per block for all its heads); otherwise (SmolLM2: 3 key heads; Gemma 3: 1) one key head."""
     size = block_size(cfg, n_keys)
     queries = [slice(lo, min(lo + size, n_seq)) for lo in range(0, n_seq, size)]
-    if cfg.n_kv_head % lanes == 0:
-        return [[(heads, block) for block in queries] for heads in shares(cfg.n_kv_head, lanes)]
-    cost = {block.start: block.stop + n_keys - n_seq for block in queries}  # keys the block's last query sees
-    pairs = sorted(((slice(kv, kv + 1), block) for kv in range(cfg.n_kv_head) for block in queries),
-                   key=lambda pair: -cost[pair[1].start])
-    dealt, work = [[] for _ in range(lanes)], [0] * lanes
-    for heads, block in pairs:
-        lane = work.index(min(work))
-        dealt[lane].append((heads, block))
-        work[lane] += cost[block.start]
-    return dealt
+    runs = shares(cfg.n_kv_head, lanes) if cfg.n_kv_head % lanes == 0 else [slice(kv, kv + 1)
+                                                                            for kv in range(cfg.n_kv_head)]
+    cost = {block.start: (block.stop - block.start) * (block.stop + n_keys - n_seq) for block in queries}
+    return sorted(((heads, block) for heads in runs for block in queries), key=lambda pair: -cost[pair[1].start])
 
 
 def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, window: int | None,
-                plan: Plan, shared: Shared) -> None:
-    """Lane i's share of model.block for one layer (see the module's docstring); `meet()` waits for the others."""
+                plan: Plan, shared: Shared, taken) -> None:
+    """Lane i's share of model.block for one layer (see the module's docstring); `meet()` waits for the others.
+    taken: the layer's count of attention pairs taken (an itertools.count shared by the lanes)."""
     from .model import norm  # here: model imports this module
 
     x, normed, rows, columns = shared.x, shared.normed, plan.rows[i], plan.columns[i]
@@ -183,10 +181,10 @@ def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int,
     project_heads(plan.heads[i], normed, blk, cfg, k_buf, v_buf, start, rope, window, shared)
     meet()
     if window is None:
-        attend_pairs(plan.pairs[i], cfg, k_buf, v_buf, start, 0, None, shared)
+        attend_pairs(plan.pairs, taken, cfg, k_buf, v_buf, start, 0, None, shared)
     else:
-        attend_pairs(plan.local_pairs[i], cfg, shared.local_k, shared.local_v, start, first_seen(cfg, start), window,
-                     shared)
+        attend_pairs(plan.local_pairs, taken, cfg, shared.local_k, shared.local_v, start, first_seen(cfg, start),
+                     window, shared)
     meet()
     join(linear(shared.z.reshape(len(x), -1), rows_of(blk.w_o, columns)), columns, rows, blk.ln1_post, cfg,
          shared, meet)
@@ -221,14 +219,16 @@ def project_heads(heads: tuple[slice, slice], x: np.ndarray, blk: Block, cfg: Co
             shared.local_k[kv_heads], shared.local_v[kv_heads] = keys, values
 
 
-def attend_pairs(pairs, cfg: Config, keys, values, start: int, first: int, window: int | None,
+def attend_pairs(pairs, taken, cfg: Config, keys, values, start: int, first: int, window: int | None,
                  shared: Shared) -> None:
-    """Weighted values [n_seq, n_head, d_head] into shared.z for this lane's (key heads, block) pairs, as
+    """Weighted values [n_seq, n_head, d_head] into shared.z for (key heads, block) pairs taken from `pairs` in
+    order, one at a time, until none is left (`taken` counts those the lanes took: next() on it is atomic), as
     attention.attend computes them: each block of queries against the keys it may see, keys[:, 0] being position
     `first`'s (a buffer of every position, or a sliding-window layer's gathered keys)."""
     q, group = shared.q, cfg.n_head // cfg.n_kv_head
     end = start + q.shape[1]
-    for kv, block in pairs:
+    while (index := next(taken)) < len(pairs):
+        kv, block = pairs[index]
         heads = slice(kv.start * group, kv.stop * group)
         z = block_values(q[heads, block], keys[kv, :end - first], values[kv, :end - first], cfg, start + block.start,
                          first, window)

@@ -81,6 +81,51 @@ def test_lanes_compute_the_plain_blocks(tiny, n, prefix, monkeypatch):
         np.testing.assert_allclose(mine[:, :end], theirs[:, :end], rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
 
 
+@pytest.mark.parametrize("n_kv_head,runs", [(2, 2), (3, 3)])
+def test_the_attention_queue_holds_every_pair_once_largest_first(tiny_llama_model, n_kv_head, runs):
+    """A layer's queue: every (key heads, block of queries) pair once, in order of queries times the keys they see.
+    Key heads that split evenly between the lanes go as each lane's run of them; otherwise one at a time."""
+    cfg = dataclasses.replace(tiny_llama_model.config, n_head=2 * n_kv_head, n_kv_head=n_kv_head)
+    n_seq, n_keys = 600, 700  # blocks of attention.BLOCK queries, the last one shorter, after 100 cached keys
+    queue = lanes.queue(cfg, n_seq, n_keys, 2)
+    size = attention_module.block_size(cfg, n_keys)
+    blocks = [(lo, min(lo + size, n_seq)) for lo in range(0, n_seq, size)]
+    assert len(blocks) > 2 and blocks[-1][1] - blocks[-1][0] < size
+    assert sorted((heads.start, heads.stop, block.start, block.stop) for heads, block in queue) == sorted(
+        (heads.start, heads.stop, lo, hi) for heads in lanes.shares(n_kv_head, runs) for lo, hi in blocks)
+    work = [(block.stop - block.start) * (block.stop + n_keys - n_seq) for _, block in queue]
+    assert work == sorted(work, reverse=True)
+
+
+def test_a_lane_late_to_attention_leaves_the_pairs_to_the_others(tiny, monkeypatch):
+    """The lanes take attention's pairs as they come free: with the second lane held back until the first has
+    attended, the first takes every pair of every layer, and the residual stream is still the plain pass's."""
+    monkeypatch.setattr(attention_module, "BLOCK", 16)
+    monkeypatch.setattr(attention_module, "MIN_BLOCK", 16)
+    first, attended, taken = threading.get_ident(), threading.Semaphore(0), {True: 0, False: 0}
+    real_attend, real_values = lanes.attend_pairs, lanes.block_values
+
+    def attend(*args):
+        if threading.get_ident() != first:
+            assert attended.acquire(timeout=60), "the first lane never finished attending"
+        real_attend(*args)
+        if threading.get_ident() == first:
+            attended.release()
+
+    def values(*args):
+        taken[threading.get_ident() == first] += 1
+        return real_values(*args)
+
+    monkeypatch.setattr(lanes, "attend_pairs", attend)
+    monkeypatch.setattr(lanes, "block_values", values)
+    laned = blocks_in_lanes(tiny, IDS, prefix_cache(tiny, 0), 0, 2)
+    cfg = tiny.config
+    per_layer = [len(lanes.queue(cfg, len(IDS), len(IDS), 2)) for _ in range(cfg.n_layer)]
+    assert taken == {True: sum(per_layer), False: 0}
+    plain = blocks_plain(tiny, IDS, prefix_cache(tiny, 0), 0)
+    np.testing.assert_allclose(laned, plain, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
 def test_lanes_count_follows_the_blas_and_the_pass(tiny, monkeypatch):
     """Two lanes for long passes without hooks where the BLAS has two threads; the plain pass otherwise."""
     cfg, long = tiny.config, lanes.MIN_ROWS
