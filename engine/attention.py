@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .causal import exponentiated
+from .causal import weighted
 from .hooks import NO_POINTS
 from .memory import lazy_zeros
 from .nn import LOG2E, apply_rope, linear, rms_norm
@@ -161,16 +161,13 @@ def weighted_values(q, keys, values, cfg: Config, start: int, first: int, window
     q = q.reshape(n_kv_head, group * n_seq, d_head)  # a group's queries are rows of one product
     # scores in powers of 2 (nn.LOG2E: softmax of s is 2**(s * LOG2E) normalized), scaled through q: fewer numbers
     q = q * q.dtype.type(LOG2E / np.sqrt(cfg.query_pre_attn_scalar or cfg.d_head))
-    scores = q @ keys.transpose(0, 2, 1)  # [n_kv_head, group * n_seq, n_keys]
-    by_query = scores.reshape(n_kv_head, group, n_seq, n_keys)  # a view: the masks go by query position
-    sums = exponentiated(scores, by_query, start, first, window)
+    weights, sums, z = weighted(q, keys, values, n_seq, start, first, window)  # [n_kv_head, group * n_seq, ...]
     if hook.wants("attn.pattern"):
-        pattern = (scores / sums).reshape(n_head, n_seq, n_keys)  # [head, dest, src]
+        pattern = (weights / sums).reshape(n_head, n_seq, n_keys)  # [head, dest, src]
         hooked = pattern_hook(hook, pattern, first)
         if hooked is not pattern:  # replaced by a hook (which may not change it in place: hooks.py)
             z = hooked.reshape(n_kv_head, group * n_seq, n_keys) @ values
             return z.reshape(n_head, n_seq, d_head)
-    z = scores @ values  # [n_kv_head, group * n_seq, d_head]
     z /= sums
     return z.reshape(n_head, n_seq, d_head)  # as heads
 
