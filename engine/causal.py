@@ -55,8 +55,9 @@ def unshifted(q: np.ndarray, keys: np.ndarray, n_seq: int, start: int, first: in
     keys or more the scores are computed as keys times queries, which OpenBLAS runs faster for such d_head-long
     sums (the weights are then a transposed view); for fewer, queries times keys. A block of 128 queries of 3 key
     heads against 1,024, 512 and 128 keys (one thread, medians of 5 x 30 runs): 3.68, 2.10 and 0.53 ms, against
-    4.30, 2.34 and 0.62 with the max subtracted. SmolLM2's 4,096-token prefill took 0-3% less (three runs of 6 to
-    12 alternating pairs; the longest 2.1%, 8 of 12 pairs faster), its 128-token prefill as long (20 pairs)."""
+    4.30, 2.34 and 0.62 with each row's max taken first (as the previous code did). SmolLM2's 4,096-token prefill
+    took 0-3% less (three runs of 6 to 12 alternating pairs; the longest 2.1%, 8 of 12 pairs faster), its
+    128-token prefill as long (20 pairs)."""
     n_kv_head, n_keys = keys.shape[:2]
     keys_first = n_keys >= KEYS_FIRST
     scores = keys @ q.transpose(0, 2, 1) if keys_first else q @ keys.transpose(0, 2, 1)
