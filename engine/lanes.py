@@ -163,8 +163,8 @@ def queue(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[tuple[slice,
     them (one product per block for all its heads); otherwise (SmolLM2: 3 key heads; Gemma 3: 1) one key head."""
     size = block_size(cfg, n_keys)
     queries = [slice(lo, min(lo + size, n_seq)) for lo in range(0, n_seq, size)]
-    runs = shares(cfg.n_kv_head, lanes) if cfg.n_kv_head % lanes == 0 else [slice(kv, kv + 1)
-                                                                            for kv in range(cfg.n_kv_head)]
+    even = cfg.n_kv_head % lanes == 0
+    runs = shares(cfg.n_kv_head, lanes) if even else [slice(kv, kv + 1) for kv in range(cfg.n_kv_head)]
     cost = {block.start: (block.stop - block.start) * (block.stop + n_keys - n_seq) for block in queries}
     return sorted(((heads, block) for heads in runs for block in queries), key=lambda pair: -cost[pair[1].start])
 
