@@ -6,8 +6,8 @@
 
 llmx's pass is timed whole as `forward` runs it (in lanes, engine/lanes.py, where it runs so) and, alternating
 with it, without lanes, whole and by part, through wrappers around the engine's functions:
-- matrix products with the weights (`linear`, the unembedding; a bias add included), and the rate they reach
-  against this machine's peak for one product of the MLP's shape;
+- matrix products with the weights (`linear`, `by_feature`, the unembedding; a bias add included), and the rate
+  they reach against this machine's peak for one product of the MLP's shape;
 - attention: the scores, softmax and weighted values (`weighted_values`), and the KV cache writes (`remember`);
 - everything else: norms, the MLP's activation, rotations, residual adds, embedding.
 The last line says how long the parts other than the weights' products could take for llmx to reach 1.0x and
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import bench
 
-PARTS = {"matrix products (weights)": (("model", "linear"), ("attention", "linear"), ("model", "times_transposed")),
+PARTS = {"matrix products (weights)": (("model", "linear"), ("attention", "linear"), ("model", "times_transposed"),
+                                      ("model", "by_feature")),
          "attention: scores, softmax, values": (("attention", "weighted_values"),),
          "attention: KV cache writes": (("attention", "remember"),)}
 

@@ -14,7 +14,7 @@ share of every step of a block, as tensor-parallel training splits a model betwe
     output projection          its columns of the residual stream (a slice of w_o's rows), added in place (with
                                Gemma's post-norms: written, then normalized and added by rows)
     norm before the MLP        its rows
-    MLP in and activation      its columns of the hidden layer (gate and up alike)
+    MLP in and activation      its features of the hidden layer (gate and up alike; kept by feature, as model.mlp)
     MLP out                    its columns of the residual stream, added as the output projection's
 
 and the lanes wait for each other between steps (a threading.Barrier, 7 times per block, ~50 us each). Every
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .attention import as_heads, block_size, block_values, remember, rotated
-from .nn import GATE, gelu_new, linear
+from .nn import GATE, by_feature, gelu_new, linear
 from .threads import blas_limit, blas_threads_now
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Shared:
     normed: np.ndarray  # its norm before attention, then before the MLP [n_seq, n_embd]
     q: np.ndarray  # queries [n_head, n_seq, d_head]
     z: np.ndarray  # the heads' weighted values [n_seq, n_head, d_head]
-    hidden: np.ndarray  # the MLP's hidden layer after its activation [n_seq, n_ff]
+    hidden: np.ndarray  # the MLP's hidden layer after its activation, by feature [n_ff, n_seq]
     out: np.ndarray | None  # with post-norms: a sublayer's output before its norm [n_seq, n_embd]
     local_k: np.ndarray | None  # on a sliding-window layer: the keys the new positions see, in order
     local_v: np.ndarray | None  # and their values [n_kv_head, n_keys, d_head] (attention.remember's)
@@ -97,7 +97,7 @@ class Shared:
         n_seq, dtype = len(x), x.dtype
         local = (cfg.n_kv_head, local_keys(cfg, start, n_seq), cfg.d_head) if cfg.local_layers else None
         return cls(x, np.empty_like(x), np.empty((cfg.n_head, n_seq, cfg.d_head), dtype),
-                   np.empty((n_seq, cfg.n_head, cfg.d_head), dtype), np.empty((n_seq, cfg.n_ff), dtype),
+                   np.empty((n_seq, cfg.n_head, cfg.d_head), dtype), np.empty((cfg.n_ff, n_seq), dtype),
                    np.empty_like(x) if cfg.post_norms else None,
                    None if local is None else np.empty(local, dtype), None if local is None else np.empty(local, dtype))
 
@@ -192,7 +192,7 @@ def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int,
     meet()
     hidden_columns(plan.hidden[i], normed, blk, cfg, shared.hidden)
     meet()
-    join(linear(shared.hidden, rows_of(blk.w_out, columns)), columns, rows, blk.ln2_post, cfg, shared, meet)
+    join(by_feature(shared.hidden.T, rows_of(blk.w_out, columns)).T, columns, rows, blk.ln2_post, cfg, shared, meet)
 
 
 def rows_of(p: Linear, part: slice) -> Linear:
@@ -251,12 +251,12 @@ def join(part: np.ndarray, columns: slice, rows: slice, post, cfg: Config, share
 
 
 def hidden_columns(part: slice, x: np.ndarray, blk: Block, cfg: Config, hidden: np.ndarray) -> None:
-    """Columns `part` of the MLP's hidden layer, after its activation (model.mlp's first half)."""
+    """Features `part` of the MLP's hidden layer [n_ff, n_seq], after its activation (model.mlp's first half)."""
     if cfg.mlp == "gelu":
-        hidden[:, part] = gelu_new(linear(x, rows_of(blk.w_in, part)))
+        hidden[part] = gelu_new(by_feature(x, rows_of(blk.w_in, part)))
         return
     up = slice(cfg.n_ff + part.start, cfg.n_ff + part.stop)
-    hidden[:, part] = GATE[cfg.mlp](linear(x, rows_of(blk.w_in, part))) * linear(x, rows_of(blk.w_in, up))
+    hidden[part] = GATE[cfg.mlp](by_feature(x, rows_of(blk.w_in, part))) * by_feature(x, rows_of(blk.w_in, up))
 
 
 def run(lanes: int, lane) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from . import lanes
 from .attention import KVCache, attention
 from .hooks import Hooks, points
-from .nn import GATE, gelu_new, layer_norm, linear, rms_norm, rope_tables, times_transposed
+from .nn import GATE, by_feature, gelu_new, layer_norm, linear, rms_norm, rope_tables, times_transposed
 
 __all__ = ["Config", "Linear", "Norm", "Block", "Weights", "KVCache", "linear", "norm", "forward", "forward_chunks", "astype"]
 
@@ -125,13 +125,19 @@ def norm(x: np.ndarray, p: Norm, cfg: Config) -> np.ndarray:
 
 
 def mlp(x: np.ndarray, blk: Block, cfg: Config, hook) -> np.ndarray:
-    h = linear(x, blk.w_in)  # [n_seq, n_embd] -> [n_seq, n_ff] (or [n_seq, 2 * n_ff] for SwiGLU, GeGLU)
+    """[n_seq, n_embd] -> [n_seq, n_embd], the hidden layer kept by feature, [n_ff, n_seq] (nn.by_feature: for several
+    positions, faster products and activations), which hooks see by position, as its transposed view. One new
+    position keeps the matrix-vector products decoding has always run."""
+    one = len(x) == 1
+    h = linear(x, blk.w_in).T if one else by_feature(x, blk.w_in)  # [n_ff, n_seq] (SwiGLU, GeGLU: [2 * n_ff, ...])
     if cfg.mlp == "gelu":
-        h = gelu_new(hook("mlp.pre", h))
+        h = gelu_new(hook("mlp.pre", h.T).T)
     else:
-        h = GATE[cfg.mlp](hook("mlp.pre", h[:, :cfg.n_ff])) * hook("mlp.pre_linear", h[:, cfg.n_ff:])  # gate * up
-    h = hook("mlp.post", h)
-    return linear(h, blk.w_out)  # [n_seq, n_embd]
+        h = GATE[cfg.mlp](hook("mlp.pre", h[:cfg.n_ff].T).T) * hook("mlp.pre_linear", h[cfg.n_ff:].T).T  # gate * up
+    h = hook("mlp.post", h.T).T
+    if one:
+        return linear(h.T, blk.w_out)
+    return np.ascontiguousarray(by_feature(h.T, blk.w_out).T)  # by position, for the norms' sums after it
 
 
 def block(x: np.ndarray, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook,

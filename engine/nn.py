@@ -35,6 +35,19 @@ def linear(x: np.ndarray, p) -> np.ndarray:
     return y
 
 
+def by_feature(x: np.ndarray, p) -> np.ndarray:
+    """linear's output kept by feature, (x @ w.T + b).T = w @ x.T + b: [n_seq, in] -> [out, n_seq].
+
+    An MLP of several positions keeps its hidden layer so (model.mlp): OpenBLAS runs the product with the weights
+    on the left faster, and the activation then reads the gate's and the up projection's features as contiguous
+    rows. SmolLM2's 30 MLPs, 2 threads: 137.5 against 163.7 ms at 128 rows, 523 against 580 at 512.
+    """
+    y = p.w @ x.T
+    if p.b is not None:
+        y += p.b[:, None]
+    return y
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x) normalised along `axis`; the max is subtracted first so large logits do not overflow."""
     e = x - x.max(axis=axis, keepdims=True)

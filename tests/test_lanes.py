@@ -19,7 +19,7 @@ import float64
 from llmx.engine import lanes
 from llmx.engine import attention as attention_module
 from llmx.engine.hooks import NO_POINTS, Trace
-from llmx.engine.model import KVCache, block, embed, forward, rotary_tables
+from llmx.engine.model import KVCache, block, embed, forward, mlp, rotary_tables
 from llmx.engine.threads import blas_limit
 
 IDS = [int(i) for i in np.random.default_rng(5).integers(0, 50257, 60)]
@@ -124,6 +124,19 @@ def test_a_lane_late_to_attention_leaves_the_pairs_to_the_others(tiny, monkeypat
     assert taken == {True: sum(per_layer), False: 0}
     plain = blocks_plain(tiny, IDS, prefix_cache(tiny, 0), 0)
     np.testing.assert_allclose(laned, plain, rtol=0, atol=float64.TINY_FLOAT32_TOLERANCE)
+
+
+def test_an_mlp_of_several_positions_is_each_positions_mlp(tiny):
+    """model.mlp keeps several positions' hidden layer by feature (as lanes share it), one position's by position:
+    the same numbers row by row, in float64 to rounding, and a result laid out by position."""
+    exact = float64.llmx_float64(tiny)
+    blk, cfg = exact.weights.blocks[0], exact.config
+    x = np.random.default_rng(3).normal(size=(6, cfg.n_embd))
+    together = mlp(x, blk, cfg, NO_POINTS)
+    assert together.flags.c_contiguous and together.shape == x.shape
+    alone = np.concatenate([mlp(x[i:i + 1], blk, cfg, NO_POINTS) for i in range(len(x))])
+    np.testing.assert_allclose(together, alone, rtol=1e-10, atol=1e-12)
+    assert np.abs(alone).max() > 1e-3
 
 
 def test_lanes_count_follows_the_blas_and_the_pass(tiny, monkeypatch):

@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from llmx.engine.nn import apply_rope, gelu_new, layer_norm, log_softmax, rms_norm, rope_tables, silu, softmax
+from llmx.engine.nn import (apply_rope, by_feature, gelu_new, layer_norm, linear, log_softmax, rms_norm, rope_tables,
+                            silu, softmax)
+from llmx.engine.model import Linear
 
 rng = np.random.default_rng(0)
 
@@ -49,3 +51,13 @@ def test_rope_rotation_keeps_norms_and_depends_only_on_relative_position():
     np.testing.assert_allclose(np.linalg.norm(apply_rope(q, cos, sin)), np.linalg.norm(q), rtol=1e-5)
     np.testing.assert_allclose(rotated_dot(7, 3), rotated_dot(14, 10), rtol=1e-4)
     assert abs(rotated_dot(7, 3) - rotated_dot(7, 6)) > 1e-3
+
+
+def test_by_feature_is_linear_transposed():
+    """by_feature(x, p) is linear(x, p).T, bias included: float64, to rounding."""
+    w, b, x = rng.normal(size=(7, 5)), rng.normal(size=7), rng.normal(size=(3, 5))
+    for bias in (None, b):
+        got = by_feature(x, Linear(w, bias))
+        assert got.shape == (7, 3)
+        np.testing.assert_allclose(got, (x @ w.T + (0 if bias is None else bias)).T, rtol=1e-12)
+        np.testing.assert_allclose(got, linear(x, Linear(w, bias)).T, rtol=1e-12)
