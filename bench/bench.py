@@ -45,7 +45,8 @@ def main() -> None:
 
     checkpoint = write_checkpoint(args.size)
     print(f"llmx vs transformers {__import__('transformers').__version__} (torch {torch.__version__}), "
-          f"GPT-2 {args.size} shape, {args.threads} threads, medians of {args.repeats} alternating runs")
+          f"GPT-2 {args.size} shape, {args.threads} threads, medians of {args.repeats} alternating runs "
+          "(ratios: medians of each round's ratio)")
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}, numpy {np.__version__}")
 
@@ -136,8 +137,8 @@ def weight_arrays(model):
             yield part.w
 
 
-def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple[float, float]]:
-    """Medians of tokens/s for each measurement: {name: (llmx, transformers)}."""
+def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple[float, float, float]]:
+    """Medians of tokens/s for each measurement and of the rounds' ratios: {name: (llmx, transformers, ratio)}."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -158,7 +159,16 @@ def compare(ours, theirs, repeats, prefill_lengths, contexts) -> dict[str, tuple
             ours_s, theirs_s = runs.setdefault(name, ([], []))
             ours_s.append(64 / ours_decode(ours, ids, 64))
             theirs_s.append(64 / torch_decode(theirs, ids, 64))
-    return {name: (statistics.median(a), statistics.median(b)) for name, (a, b) in runs.items()}
+    return {name: paired(a, b) for name, (a, b) in runs.items()}
+
+
+def paired(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """(median of ours, median of theirs, median of ours[i] / theirs[i]) for rates measured in alternating rounds.
+
+    The ratio is taken round by round, each llmx run against the transformers run beside it. The host's speed
+    drifts from minute to minute (in one run SmolLM2's 4,096-token pass took 10.6 s, and 11.5 s minutes later);
+    within a round both sides see nearly the same host, where each side's median may come from other minutes."""
+    return statistics.median(ours), statistics.median(theirs), statistics.median(a / b for a, b in zip(ours, theirs))
 
 
 def timed(fn) -> float:
@@ -222,11 +232,13 @@ def measure_bandwidth(np) -> float:
     return max(bandwidth_probes(np).values())
 
 
-def print_table(rows: dict[str, tuple[float, float]]) -> None:
+def print_table(rows: dict[str, tuple]) -> None:
+    """Rows (llmx, transformers) or, from `paired`, (llmx, transformers, ratio): the ratio of the medians unless
+    given."""
     width = max(map(len, rows))
     print(f"\n{'':{width}}  {'llmx':>9}  {'transformers':>12}  {'ratio':>6}")
-    for name, (ours, theirs) in rows.items():
-        print(f"{name:{width}}  {ours:9.1f}  {theirs:12.1f}  {ours / theirs:5.2f}x")
+    for name, (ours, theirs, *ratio) in rows.items():
+        print(f"{name:{width}}  {ours:9.1f}  {theirs:12.1f}  {(ratio[0] if ratio else ours / theirs):5.2f}x")
 
 
 def print_process_figures(checkpoint: Path, repeats: int) -> None:

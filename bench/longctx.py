@@ -53,8 +53,9 @@ def print_rows(path: Path, repeats: int, threads: int) -> None:
     print_busy(ours, theirs, repeats)
 
 
-def prefill_rows(ours, theirs, repeats: int, lengths) -> dict[str, tuple[float, float]]:
-    """Medians of prefill tokens/s, each side warmed up on the same length first."""
+def prefill_rows(ours, theirs, repeats: int, lengths) -> dict[str, tuple[float, float, float]]:
+    """Medians of prefill tokens/s and of the rounds' ratios (bench.paired), each side warmed up on the same length
+    first."""
     import numpy as np
 
     rng, rows = np.random.default_rng(0), {}
@@ -66,7 +67,7 @@ def prefill_rows(ours, theirs, repeats: int, lengths) -> dict[str, tuple[float, 
         for _ in range(repeats):
             runs[0].append(n / bench.timed(lambda: ours.forward(ids)))
             runs[1].append(n / bench.timed(lambda: bench.torch_prefill(theirs, ids)))
-        rows[f"prefill, {n} tokens (tokens/s)"] = (statistics.median(runs[0]), statistics.median(runs[1]))
+        rows[f"prefill, {n} tokens (tokens/s)"] = bench.paired(*runs)
     return rows
 
 
@@ -98,11 +99,12 @@ def print_lookup(model, repeats: int) -> None:
     for _ in range(repeats):
         for lookup, out in ((True, runs[0]), (False, runs[1])):
             out.append(statistics.mean(decode_rate(model, ids, lookup) for ids in prompts))
-    on, off = statistics.median(runs[0]), statistics.median(runs[1])
+    on, off, ratio = bench.paired(*runs)
     same = all(model.complete(ids, 48, sampling=Sampling(temperature=0)).ids ==
                model.complete(ids, 48, sampling=Sampling(temperature=0), lookup=False).ids for ids in prompts)
     print(f"\nRAG answers, greedy, 48 tokens after the prompt (mean of {len(prompts)} questions): "
-          f"{on:.1f} tokens/s with prompt lookup, {off:.1f} without: {on / off:.2f}x; same tokens: {same}")
+          f"{on:.1f} tokens/s with prompt lookup, {off:.1f} without: {ratio:.2f}x (median of the rounds' ratios); "
+          f"same tokens: {same}")
 
 
 def decode_rate(model, ids, lookup: bool) -> float:

@@ -112,20 +112,25 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
     for n in lengths:
         ids = rng.integers(0, ours.config.n_vocab, n).tolist()
         ours.forward(ids)  # warm
-        plain, laned = [], []
-        for _ in range(repeats):  # alternating, so that a slow minute of the host falls on both kinds of pass
+        bench.torch_prefill(theirs, ids)
+        plain, laned, theirs_runs = [], [], []
+        for _ in range(repeats):  # alternating, so that a slow minute of the host falls on every kind of pass
             with plain_pass():
                 plain.append(timed_runs(lambda: ours.forward(ids), 1, warm=False))
             laned.append(bench.timed(lambda: ours.forward(ids)))
-        parts, laned = {name: statistics.median(run[name] for run in plain) for name in plain[0]}, statistics.median(laned)
-        bench.torch_prefill(theirs, ids)
-        theirs_s = statistics.median(bench.timed(lambda: bench.torch_prefill(theirs, ids)) for _ in range(repeats))
+            theirs_runs.append(bench.timed(lambda: bench.torch_prefill(theirs, ids)))
+        parts = {name: statistics.median(run[name] for run in plain) for name in plain[0]}
+        # speed-ups, round by round (bench.paired): transformers' seconds over llmx's
+        laned_ratio = statistics.median(t / s for t, s in zip(theirs_runs, laned))
+        plain_ratio = statistics.median(t / run["whole pass"] for t, run in zip(theirs_runs, plain))
+        laned, theirs_s = statistics.median(laned), statistics.median(theirs_runs)
         whole, products = parts["whole pass"], parts["matrix products (weights)"]
         rate, peak = product_flops(ours.config, n) / products, peak_rate(ours.config, min(n, 512))
         threads = lanes.count(ours.config, min(n, CHUNK), None)
-        print(f"\n{label}, {n}-token prefill, medians of {repeats}: llmx {laned * 1e3:.0f} ms ({n / laned:.0f} tokens/s, "
-              f"{threads} lane{'s' * (threads > 1)}), transformers {theirs_s * 1e3:.0f} ms ({theirs_s / laned:.2f}x)")
-        print(f"  without lanes {whole * 1e3:.0f} ms ({theirs_s / whole:.2f}x), by part:")
+        print(f"\n{label}, {n}-token prefill, medians of {repeats} rounds (ratios: of the rounds'): "
+              f"llmx {laned * 1e3:.0f} ms ({n / laned:.0f} tokens/s, "
+              f"{threads} lane{'s' * (threads > 1)}), transformers {theirs_s * 1e3:.0f} ms ({laned_ratio:.2f}x)")
+        print(f"  without lanes {whole * 1e3:.0f} ms ({plain_ratio:.2f}x), by part:")
         for name, seconds in parts.items():
             if name != "whole pass":
                 print(f"  {name:36} {seconds * 1e3:7.0f} ms  {seconds / whole:4.0%}")
