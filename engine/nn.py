@@ -76,7 +76,9 @@ def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.nd
 def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
     """Llama's RMSNorm: each row divided by its root mean square (no centring), then scaled by g."""
     mean_square = (x * x).sum(axis=-1, keepdims=True) / x.dtype.type(x.shape[-1])
-    return x / np.sqrt(mean_square + eps) * g
+    y = x / np.sqrt(mean_square + eps)
+    y *= g  # in place: a temporary fewer, as in layer_norm
+    return y
 
 
 def gelu_new(x: np.ndarray) -> np.ndarray:
@@ -119,10 +121,16 @@ def rope_tables(positions: np.ndarray, d_head: int, theta: float,
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate pairs (x[i], x[i + d_head/2]) by each position's angle (Hugging Face's "rotate half" layout).
+    """Rotate pairs (x[i], x[i + d_head/2]) by each position's angle (Hugging Face's "rotate half" layout):
+    x * cos + rotate_half(x) * sin, where rotate_half(x) = [-x[half:], x[:half]].
 
-    x: [n_heads, n_seq, d_head]; cos, sin: [n_seq, d_head].
+    x: [n_heads, n_seq, d_head] (often a view of a projection's columns); cos, sin: [n_seq, d_head]. The result is
+    a new array laid out [n_heads, n_seq, d_head], so that attention can take a key head's queries as rows of one
+    matrix without a copy; each half is updated in place rather than rotate_half's concatenation built: the same
+    numbers (x1 cos - x2 sin is x1 cos + (-x2) sin exactly) in fewer passes.
     """
     half = x.shape[-1] // 2
-    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+    out = np.multiply(x, cos, order="C")
+    out[..., :half] -= x[..., half:] * sin[:, :half]
+    out[..., half:] += x[..., :half] * sin[:, half:]
+    return out
