@@ -131,6 +131,6 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """
     half = x.shape[-1] // 2
     out = np.multiply(x, cos, order="C")
-    out[..., :half] -= x[..., half:] * sin[:, :half]
-    out[..., half:] += x[..., :half] * sin[:, half:]
+    out[..., :half] -= x[..., half:] * sin[..., :half]
+    out[..., half:] += x[..., :half] * sin[..., half:]
     return out

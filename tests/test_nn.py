@@ -53,6 +53,19 @@ def test_rope_rotation_keeps_norms_and_depends_only_on_relative_position():
     assert abs(rotated_dot(7, 3) - rotated_dot(7, 6)) > 1e-3
 
 
+def test_rope_is_rotate_half_to_the_bit_and_lays_out_heads_by_position():
+    """apply_rope on a view of a projection's head columns, as attention calls it: Hugging Face's
+    x * cos + rotate_half(x) * sin to the bit, as a C-contiguous [heads, n_seq, d_head] array."""
+    n_seq, heads, d = 5, 3, 8
+    fused = rng.normal(size=(n_seq, 2 * heads * d)).astype(np.float32)
+    x = fused[:, heads * d:].reshape(n_seq, heads, d).transpose(1, 0, 2)  # [heads, n_seq, d], strided
+    cos, sin = rope_tables(np.arange(10, 10 + n_seq), d, 10000.0)
+    rotate_half = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
+    got = apply_rope(x, cos, sin)
+    assert got.shape == (heads, n_seq, d) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, x * cos + rotate_half * sin)
+
+
 def test_by_feature_is_linear_transposed():
     """by_feature(x, p) is linear(x, p).T, bias included: float64, to rounding."""
     w, b, x = rng.normal(size=(7, 5)), rng.normal(size=7), rng.normal(size=(3, 5))
