@@ -11,8 +11,8 @@ and how long the rest may take for 1.0x and 1.2x.
 
 Both sides get the same thread count (LLMX_THREADS, default: all cores) and the same checkpoint;
 their runs alternate, and each side's median and the median of the rounds' ratios are reported (`paired`).
-Speed does not depend on weight values, so random weights are fine. Needs the test extra (torch, transformers) and GPT-2's vocabulary in
-.cache/test-data/gpt2-vocab (`bash .ci/fetch-test-data`).
+Speed does not depend on weight values, so random weights are fine. Needs the test extra (torch, transformers)
+and GPT-2's vocabulary in .cache/test-data/gpt2-vocab (`bash .ci/fetch-test-data`).
 """
 
 from __future__ import annotations
