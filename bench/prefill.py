@@ -120,10 +120,9 @@ def report(label: str, ours, theirs, lengths, repeats: int) -> None:
             laned.append(bench.timed(lambda: ours.forward(ids)))
             theirs_runs.append(bench.timed(lambda: bench.torch_prefill(theirs, ids)))
         parts = {name: statistics.median(run[name] for run in plain) for name in plain[0]}
-        # speed-ups, round by round (bench.paired): transformers' seconds over llmx's
-        laned_ratio = statistics.median(t / s for t, s in zip(theirs_runs, laned))
-        plain_ratio = statistics.median(t / run["whole pass"] for t, run in zip(theirs_runs, plain))
-        laned, theirs_s = statistics.median(laned), statistics.median(theirs_runs)
+        # speed-ups, round by round: transformers' seconds over llmx's
+        theirs_s, laned, laned_ratio = bench.paired(theirs_runs, laned)
+        plain_ratio = bench.paired(theirs_runs, [run["whole pass"] for run in plain])[2]
         whole, products = parts["whole pass"], parts["matrix products (weights)"]
         rate, peak = product_flops(ours.config, n) / products, peak_rate(ours.config, min(n, 512))
         threads = lanes.count(ours.config, min(n, CHUNK), None)
