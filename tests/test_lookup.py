@@ -19,13 +19,23 @@ GREEDY = Sampling(temperature=0)
 
 
 def test_draft_copies_what_followed_the_latest_occurrence_of_the_tail():
-    assert draft([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3], k=2) == [5, 6]  # latest "2 3" wins
-    assert draft([7, 8, 9, 1, 2, 3, 4, 8, 9, 5, 7, 8, 9], k=3) == [1, 2, 3]  # "7 8 9" before "8 9"
-    assert draft([5, 6, 5, 6], k=8) == [5, 6]  # stops at the end of the text
-    assert draft([4, 4, 4, 9, 4, 4, 4, 4], k=2) == [9, 4]  # the latest "4 4 4" has one token after it
-    assert draft([1, 2, 3, 1, 2, 3, 1, 2], k=4) == [3, 1, 2]  # fewer than k: none has k after it
+    assert draft([1, 2, 3, 4, 9, 2, 3, 4, 6, 2, 3], k=2) == [4, 6]  # latest "2 3" followed by 2 tokens
+    assert draft([5, 1, 2, 3, 6, 1, 2, 3, 6, 1, 2, 3], k=2) == [6, 1]  # "1 2 3" before "2 3"
     assert draft([1, 2, 3, 4], k=4) == []  # nothing repeats
     assert draft([1, 2, 1, 2], k=0) == []
+
+
+def test_draft_guesses_nothing_after_a_tail_the_text_went_on_from_in_several_ways():
+    assert draft([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3], k=2) == []  # "2 3" was followed by 4, then by 5
+    assert draft([4, 4, 4, 9, 4, 4, 4, 4], k=2) == []  # "4 4 4" by 9 and by 4 (no earlier "4 4 4 4")
+    assert draft([7, 8, 9, 1, 2, 3, 4, 8, 9, 5, 7, 8, 9], k=3) == [1, 2, 3]  # "8 9" by 1 and 5, "7 8 9" by 1 only
+
+
+def test_draft_repeats_a_loop_that_has_just_begun():
+    """When no occurrence is followed by k tokens, the text after the latest one is taken as a loop's turn."""
+    assert draft([5, 6, 5, 6], k=5) == [5, 6, 5, 6, 5]  # "5 6" at 0: the turn "5 6" again and again
+    assert draft([1, 2, 3, 1, 2, 3, 1, 2], k=4) == [3, 1, 2, 3]  # "2 3 1 2" at 1: turns of "3 1 2"
+    assert draft([8, 7, 7, 7], k=3) == [7, 7, 7]  # "7 7" at 1, followed by one 7: a loop of one token
 
 
 def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
@@ -96,7 +106,7 @@ def test_a_rejected_draft_leaves_a_cache_that_continues_like_a_full_pass(tiny, v
     _, cache = tiny.forward(context[:-1])
     logits, cache = Lookup(tiny).next(context, cache)
     rings = [tiny.config.sliding_window - 1] if tiny.config.local_layers else []  # a check's positions take distinct slots
-    assert verdicts and verdicts[0][0] < verdicts[0][1] == min(lookup_module.MAX_DRAFT, len(context) - 2, *rings)
+    assert verdicts and verdicts[0][0] < verdicts[0][1] == min([lookup_module.MAX_DRAFT, *rings])
     assert cache.length == len(context)
     after, _ = tiny.forward([5], cache)
     full, _ = tiny.forward(context + [5], all_logits=True)
