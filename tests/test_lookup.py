@@ -229,11 +229,11 @@ def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model)
     assert usable(tiny_variant("llama-local", None, tiny_llama_model), req)  # ring buffers get their slots back
 
 
-@pytest.mark.parametrize("flags,looks", [((), False), (("--lookup",), True), (("--context", "CONTEXT"), True),
+@pytest.mark.parametrize("flags,looks", [((), True), (("--no-lookup",), False), (("--context", "CONTEXT"), True),
                                          (("--context", "CONTEXT", "--no-lookup"), False)])
-def test_continue_uses_lookup_with_a_context_or_when_asked(flags, looks, tiny_gpt2, tmp_path, verdicts):
-    """Lookup pays where the answer quotes the text (a context) and costs where it does not: `continue` uses it
-    with --context by default, and --lookup/--no-lookup choose; the tokens are the same either way."""
+def test_greedy_continue_uses_lookup_unless_told_not_to(flags, looks, tiny_gpt2, tmp_path, verdicts):
+    """`continue --temperature 0` uses lookup, with a context or without, unless --no-lookup; the tokens are the
+    same either way."""
     from test_cli import run
 
     context = tmp_path / "context.txt"
@@ -242,5 +242,5 @@ def test_continue_uses_lookup_with_a_context_or_when_asked(flags, looks, tiny_gp
     base = ["continue", "-m", str(tiny_gpt2), "-t", "0", "--max-tokens", "20", "1 2 3 1 2 3 1 2"]
     looked = run(*base, *args)
     assert looked.exit_code == 0 and bool(verdicts) == looks
-    plain = run(*base, *[a for a in args if a != "--lookup"], "--no-lookup")
+    plain = run(*base, *[a for a in args if a != "--no-lookup"], "--no-lookup")
     assert plain.stdout == looked.stdout

@@ -192,10 +192,10 @@ Examples:
                    f"(default {DEFAULT_BATCH_SIZE}). With --seed S, sample i (1..N) uses seed S+i-1 (mod 2**32): "
                    "sample 1 is what --seed S alone gives; without --seed, S is drawn at random. Each sample is "
                    "printed when it is done, under a line with its number and seed; --json prints a list.")
-@click.option("--lookup/--no-lookup", default=None,
+@click.option("--lookup/--no-lookup", default=True, show_default=True,
               help="With --temperature 0: guess the next tokens by copying what followed the last few tokens "
                    "earlier in the text, and check up to 15 guesses in one pass (the same tokens as without). "
-                   "Faster when the answer quotes the text, slower when it does not. Default: on with --context.")
+                   "Fastest when the answer quotes the text (--context).")
 @ablation_options
 @svg_option
 @json_option
@@ -219,7 +219,7 @@ def continue_(text, model, max_tokens, temperature, top_k, top_p, seed, stop, ec
     text = None if batch else read_text(text)
     options = dict(sampling=Sampling(temperature=temperature, top_k=top_k, top_p=top_p), seed=seed,
                    stop=tuple(map(unescape, stop)), ablation=(ablate, ablate_mode),
-                   lookup=context is not None if lookup is None else lookup)
+                   lookup=lookup)
     lm = load_model(model)
     if batch:
         run_batches(jsonl, lines, partial(continue_lines, lm, model, context, max_tokens, echo, options), batch_size)
