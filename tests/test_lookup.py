@@ -229,7 +229,8 @@ def test_lookup_is_used_only_where_it_cannot_change_the_tokens(tiny_llama_model)
     assert usable(tiny_variant("llama-local", None, tiny_llama_model), req)  # ring buffers get their slots back
 
 
-@pytest.mark.parametrize("flags,looks", [((), True), (("--no-lookup",), False), (("--context", "CONTEXT"), True),
+@pytest.mark.parametrize("flags,looks", [((), True), (("--lookup",), True), (("--no-lookup",), False),
+                                         (("--context", "CONTEXT"), True),
                                          (("--context", "CONTEXT", "--no-lookup"), False)])
 def test_greedy_continue_uses_lookup_unless_told_not_to(flags, looks, tiny_gpt2, tmp_path, verdicts):
     """`continue --temperature 0` uses lookup, with a context or without, unless --no-lookup; the tokens are the
@@ -242,5 +243,5 @@ def test_greedy_continue_uses_lookup_unless_told_not_to(flags, looks, tiny_gpt2,
     base = ["continue", "-m", str(tiny_gpt2), "-t", "0", "--max-tokens", "20", "1 2 3 1 2 3 1 2"]
     looked = run(*base, *args)
     assert looked.exit_code == 0 and bool(verdicts) == looks
-    plain = run(*base, *[a for a in args if a != "--no-lookup"], "--no-lookup")
+    plain = run(*base, *[a for a in args if a not in ("--lookup", "--no-lookup")], "--no-lookup")
     assert plain.stdout == looked.stdout
