@@ -53,17 +53,22 @@ def draft(context: list[int], k: int = MAX_DRAFT, ngrams: tuple[int, ...] = NGRA
     tokens after the latest occurrence followed by k tokens, or where none is (the text has just begun to
     repeat itself) the tokens after the latest occurrence, repeated: a loop's next turns."""
     seq = np.asarray(context, dtype=np.int64)
+    if k < 1 or len(seq) < 2:
+        return []
+    ends = np.flatnonzero(seq[:-1] == seq[-1])  # earlier positions of the last token, where an occurrence may end
+    matched = np.ones(len(ends), dtype=np.int64)  # how many of the context's last tokens end at each, to max(ngrams)
+    for j in range(1, min(max(ngrams), len(seq) - 1)):  # one token further back from the ends that matched j so far
+        grow = (matched == j) & (ends >= j)
+        grow[grow] = seq[ends[grow] - j] == seq[-1 - j]
+        matched += grow
     for n in ngrams:
-        if k < 1 or len(seq) <= n:
+        after = ends[matched >= n] + 1  # where the text went on after each earlier occurrence of its last n tokens
+        if not len(after):
             continue
-        windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)  # [len - n, n]: every earlier n-gram
-        hits = np.flatnonzero((windows == seq[-n:]).all(axis=1))  # where each earlier occurrence starts
-        if not len(hits):
-            continue
-        if np.any(seq[hits + n] != seq[hits[0] + n]):
+        if np.any(seq[after] != seq[after[0]]):
             return []
-        whole = hits[hits + n + k <= len(seq)]  # occurrences followed by k tokens (a late one may not be)
-        start = int(whole[-1] if len(whole) else hits[-1]) + n
+        whole = after[after + k <= len(seq)]  # occurrences followed by k tokens (a late one may not be)
+        start = int(whole[-1] if len(whole) else after[-1])
         return seq[start + np.arange(k) % (len(seq) - start)].tolist()
     return []
 

@@ -38,6 +38,29 @@ def test_draft_repeats_a_loop_that_has_just_begun():
     assert draft([8, 7, 7, 7], k=3) == [7, 7, 7]  # "7 7" at 1, followed by one 7: a loop of one token
 
 
+def slow_draft(context: list[int], k: int, ngrams: tuple[int, ...]) -> list[int]:
+    """`draft`'s rule, written out position by position."""
+    for n in ngrams:
+        tail = context[-n:]
+        after = [e + 1 for e in range(n - 1, len(context) - 1) if context[e - n + 1:e + 1] == tail]
+        if not after or k < 1:
+            continue
+        if len({context[a] for a in after}) > 1:
+            return []
+        whole = [a for a in after if a + k <= len(context)]
+        start = whole[-1] if whole else after[-1]
+        return [context[start + i % (len(context) - start)] for i in range(k)]
+    return []
+
+
+def test_draft_is_its_rule_position_by_position():
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        context = rng.integers(0, int(rng.integers(1, 6)), int(rng.integers(1, 40))).tolist()  # few token ids: repeats
+        k, ngrams = int(rng.integers(0, 17)), [(4, 3, 2), (3, 2), (2,), (5, 1)][int(rng.integers(0, 4))]
+        assert draft(context, k, ngrams) == slow_draft(context, k, ngrams), (context, k, ngrams)
+
+
 def test_agreeing_counts_leading_guesses_that_are_the_greedy_choice():
     rows = np.eye(5)[[3, 1, 4, 0]]  # argmax of each row: 3, 1, 4, 0
     assert agreeing(rows, [3, 1, 4]) == 3
