@@ -62,10 +62,13 @@ def unshifted(q: np.ndarray, keys: np.ndarray, n_seq: int, start: int, first: in
     keys_first = n_keys >= KEYS_FIRST
     scores = keys @ q.transpose(0, 2, 1) if keys_first else q @ keys.transpose(0, 2, 1)
     weights = scores.transpose(0, 2, 1) if keys_first else scores  # [n_kv_head, rows, n_keys] either way
-    by_query = weights.reshape(n_kv_head, -1, n_seq, n_keys)  # a view: the masks go by query position
-    zero_hidden(by_query, start, first, window)  # hidden scores to 0 for 2**x, and their weights to 0 after it
+    if keys_first:  # views in the scores' own order, for the masks: by key, or by query position
+        masked, zero = scores.reshape(n_kv_head, n_keys, -1, n_seq), zero_hidden_by_key
+    else:
+        masked, zero = weights.reshape(n_kv_head, -1, n_seq, n_keys), zero_hidden
+    zero(masked, start, first, window)  # hidden scores to 0 for 2**x, and their weights to 0 after it
     np.exp2(scores, out=scores)
-    zero_hidden(by_query, start, first, window)
+    zero(masked, start, first, window)
     ones = np.ones(n_keys, scores.dtype)
     sums = ones @ scores if keys_first else scores @ ones  # [n_kv_head, rows]
     return weights, sums[..., None]
@@ -99,6 +102,16 @@ def zero_hidden(weights: np.ndarray, start: int, first: int, window: int | None)
     weights[..., lo:] *= seen(*where, weights.dtype)
 
 
+def zero_hidden_by_key(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
+    """zero_hidden for scores laid out by key, [..., n_keys, group, n_seq] (computed as keys times queries): the
+    mask goes over them in their own order, where through the transposed view NumPy's steps cross rows (a block of
+    128 queries of 3 key heads, 512 keys or more, one thread: 28 against 300 us). The same numbers; prefill took 2-3%
+    less (alternating passes in one process, medians of the pairs' ratios): SmolLM2 at 512 tokens 1.021x (11 of 16
+    pairs faster), at 4,096 1.030x (6 of 6), GPT-2 small at 512 1.023x (8 of 12)."""
+    lo, where = covered(start, scores.shape[-1], first, window)
+    scores[..., lo:, :, :] *= seen_by_key(*where, scores.dtype)[:, None, :]
+
+
 def covered(start: int, n_seq: int, first: int, window: int | None) -> tuple[int, tuple]:
     """The first of the keys (positions first..start + n_seq - 1) that the mask of queries start.. covers, as an
     index, and the mask's arguments. Without a window every key before the first query's position is seen: only
@@ -126,5 +139,13 @@ def mask(start: int, end: int, first: int, window: int | None, dtype) -> np.ndar
 def seen(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
     """1 where `mask` is 0, 0 where it hides (read-only: shared between calls)."""
     out = (mask(start, end, first, window, dtype) == 0).astype(dtype)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=16)
+def seen_by_key(start: int, end: int, first: int, window: int | None, dtype) -> np.ndarray:
+    """`seen` transposed, [n_keys, n_seq] (read-only: shared between calls)."""
+    out = np.ascontiguousarray(seen(start, end, first, window, dtype).T)
     out.flags.writeable = False
     return out
