@@ -105,10 +105,10 @@ def zero_hidden(weights: np.ndarray, start: int, first: int, window: int | None)
 def zero_hidden_by_key(scores: np.ndarray, start: int, first: int, window: int | None) -> None:
     """zero_hidden for scores laid out by key, [..., n_keys, group, n_seq] (computed as keys times queries): the
     mask goes over them in their own order, where through the transposed view NumPy's steps cross rows (a block of
-    128 queries of 3 key heads, 512 keys or more, one thread: 28 against 300 us). The same numbers; prefill took 2-3%
-    less (alternating passes in one process, medians of the pairs' ratios): SmolLM2 at 512 tokens 1.021x (11 of 16
-    pairs faster), at 4,096 1.030x (6 of 6), GPT-2 small at 512 1.023x (8 of 12), Gemma 3 270M at 2,048 1.111x
-    (8 of 8)."""
+    128 queries of 3 key heads, 512 keys or more, one thread: 28 against 300 us). The same numbers, and prefill
+    1.02-1.11x as fast (alternating passes in one process, medians of the pairs' ratios): SmolLM2 at 512 tokens
+    1.021x (11 of 16 pairs faster), at 4,096 1.030x (6 of 6), GPT-2 small at 512 1.023x (8 of 12), Gemma 3
+    270M at 2,048 1.111x (8 of 8)."""
     lo, where = covered(start, scores.shape[-1], first, window)
     scores[..., lo:, :, :] *= seen_by_key(*where, scores.dtype)[:, None, :]
 
