@@ -16,7 +16,7 @@ import numpy as np
 from .causal import weighted
 from .hooks import NO_POINTS
 from .memory import lazy_zeros
-from .nn import LOG2E, apply_rope, linear, rms_norm
+from .nn import LOG2E, apply_rope, linear, rms_norm, rope_tables
 
 if TYPE_CHECKING:
     from .model import Block, Config, Linear
@@ -101,6 +101,18 @@ def rotated(part: np.ndarray, norm, cfg: Config, rope) -> np.ndarray:
     if cfg.qk_norm:
         x = rms_norm(x, norm.g, cfg.norm_eps)
     return apply_rope(x, *rope) if rope is not None else x
+
+
+def rotary_tables(cfg: Config, start: int, end: int, dtype):
+    """cos and sin of the new positions' rotary angles for the global and for the local layers, shared by
+    every block of each kind; (None, None) with learned positions."""
+    if cfg.positions != "rotary":
+        return None, None
+    positions = np.arange(start, end)
+    rope = rope_tables(positions, cfg.d_head, cfg.rope_theta, dtype)
+    if not cfg.local_layers or cfg.rope_local_theta in (None, cfg.rope_theta):
+        return rope, rope
+    return rope, rope_tables(positions, cfg.d_head, cfg.rope_local_theta, dtype)
 
 
 def attention(x, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, hook, window: int | None) -> np.ndarray:

@@ -69,7 +69,7 @@ def embed_rows(ids: np.ndarray, weights: Weights, cfg: Config, starts: list[int]
 
 def rotary_rows(cfg: Config, starts: list[int], dtype):
     """cos and sin [B, d_head] of each row's own position, for the global and the local layers (as
-    model.rotary_tables, row r at position starts[r]); (None, None) with learned positions."""
+    attention.rotary_tables, row r at position starts[r]); (None, None) with learned positions."""
     if cfg.positions != "rotary":
         return None, None
     positions = np.asarray(starts)

@@ -61,10 +61,12 @@ def count(cfg: Config, n_seq: int, hooks) -> int:
     return LANES if blas_threads_now() == LANES else 1
 
 
-def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: int, ropes, lanes: int) -> np.ndarray:
+def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: int, ropes, lanes: int,
+           on_layer=None) -> np.ndarray:
     """The residual stream [n_seq, n_embd] after every block, for new positions start.. whose keys and values go
     into `cache`'s buffers: model.block for each layer, shared between `lanes` threads. `ropes`: the rotary tables
-    of the global and of the local layers (model.rotary_tables). x is updated in place."""
+    of the global and of the local layers (attention.rotary_tables). x is updated in place. on_layer(i), if given,
+    hears from lane 0 (this thread) as it ends each layer."""
     plan, shared = Plan.of(cfg, len(x), start, lanes), Shared.of(x, cfg, start)
 
     taken = [itertools.count() for _ in weights.blocks]  # each layer's attention pairs taken so far
@@ -74,6 +76,8 @@ def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: 
             local = layer in cfg.local_layers
             block_share(i, meet, blk, cfg, cache.k[layer], cache.v[layer], start, ropes[local],
                         cfg.sliding_window if local else None, plan, shared, taken[layer])
+            if i == 0 and on_layer is not None:
+                on_layer(layer)
 
     run(lanes, lane)
     return x

@@ -19,8 +19,10 @@ import float64
 from llmx.engine import load
 from llmx.engine import model as model_module
 from llmx.engine import attention as attention_module
+from llmx.engine import lanes as lanes_module
 from llmx.engine.hooks import Hooks, Trace
 from llmx.engine.model import chunk_size, forward
+from llmx.engine.threads import blas_limit
 
 IDS = [int(i) for i in np.random.default_rng(3).integers(0, 50257, 60)]
 
@@ -111,13 +113,59 @@ def test_hooked_passes_are_not_split(tiny):
     assert calls == []
 
 
-def test_progress_hears_each_chunk_of_a_split_pass_only(tiny_gpt2_model):
-    calls = []
+def expected_progress(total: int, passes: list[int], n_layer: int) -> list[tuple[int, int]]:
+    """What on_progress hears: (0, total) first, then as each pass's each layer ends, that layer's share."""
+    calls, done = [(0, total)], 0
+    for size in passes:
+        calls += [(done + size * (layer + 1) // n_layer, total) for layer in range(n_layer)]
+        done += size
+    return calls
+
+
+def test_progress_hears_each_layer_of_each_pass(tiny_gpt2_model, monkeypatch):
+    """A bar moves within a pass, not only between passes, whether the pass is split or not and whether it runs in
+    lanes (here: any pass of 8 positions or more, 2 BLAS threads) or not; a hooked pass tells nothing."""
+    n_layer, calls = tiny_gpt2_model.config.n_layer, []
     run(tiny_gpt2_model, IDS[:20], chunk=8, on_progress=lambda *a: calls.append(a))
-    assert calls == [(0, 20), (8, 20), (16, 20), (20, 20)]
+    assert calls == expected_progress(20, [7, 7, 6], n_layer)  # 20 positions under 8: three equal passes
     calls.clear()
     run(tiny_gpt2_model, IDS[:20], on_progress=lambda *a: calls.append(a))
+    assert calls == expected_progress(20, [20], n_layer)
+    monkeypatch.setattr(lanes_module, "MIN_ROWS", 8)
+    laned, real_blocks = [], lanes_module.blocks
+    monkeypatch.setattr(lanes_module, "blocks", lambda *args: laned.append(len(args[0])) or real_blocks(*args))
+    for threads in (2, 1):
+        calls.clear()
+        with blas_limit(threads):
+            run(tiny_gpt2_model, IDS[:20], chunk=10, on_progress=lambda *a: calls.append(a))
+        assert calls == expected_progress(20, [10, 10], n_layer)
+    assert laned == [10, 10]  # the first run's passes, in lanes
+    calls.clear()
+    run(tiny_gpt2_model, IDS[:20], hooks=Trace(["ln_final"]), on_progress=lambda *a: calls.append(a))
     assert calls == []
+
+
+def test_passes_split_a_prompt_equally_and_hand_every_logit_in_pieces(tiny_gpt2_model, monkeypatch):
+    """chunk_size: equal passes under the cap, never one of a few positions after full ones. Every position's
+    logits (score) come LOGITS_CHUNK rows at a time, from passes of CHUNK positions all the same."""
+    assert [chunk_size(n, 2048) for n in (1, 2048, 2049, 2100, 4096, 8000)] == [1, 2048, 1025, 1050, 2048, 2000]
+    assert chunk_size(20, 8) == 7 and chunk_size(5, 8) == 5
+    monkeypatch.setattr(model_module, "CHUNK", 16)
+    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 6)
+    passes = []
+    monkeypatch.setattr(model_module, "one_pass", lambda ids, *a: passes.append(len(ids)) or real_one_pass(ids, *a))
+    pieces = list(model_module.forward_chunks(IDS[:20], tiny_gpt2_model.weights, tiny_gpt2_model.config))
+    assert passes == [10, 10] and [len(logits) for logits, _ in pieces] == [6, 4, 6, 4]
+    assert [cache.length for _, cache in pieces] == [10, 10, 20, 20]
+    exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:20], all_logits=True)
+    np.testing.assert_allclose(np.concatenate([logits for logits, _ in pieces]), exact, rtol=0,
+                               atol=float64.TINY_FLOAT32_TOLERANCE)
+    passes.clear()
+    run(tiny_gpt2_model, IDS[:20])
+    assert passes == [10, 10]
+
+
+real_one_pass = model_module.one_pass
 
 
 def test_attention_blocks_shrink_as_keys_grow_within_the_scores_budget(tiny_llama_model):
@@ -125,14 +173,14 @@ def test_attention_blocks_shrink_as_keys_grow_within_the_scores_budget(tiny_llam
     keys = (512, 1000, 4000, 8000, 100_000)
     sizes = [attention_module.block_size(cfg, n) for n in keys]
     assert sizes[0] == attention_module.BLOCK and sizes == sorted(sizes, reverse=True)
-    assert sizes[-1] == attention_module.MIN_BLOCK and chunk_size(cfg, 8000, None) == model_module.CHUNK
+    assert sizes[-1] == attention_module.MIN_BLOCK
     for n, size in zip(keys[:-1], sizes):
         assert cfg.n_head * size * n <= attention_module.SCORES_BUDGET
 
 
 def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model, monkeypatch):
     """score keeps one chunk's logits at a time; its log-probs are those of the float64 logits."""
-    monkeypatch.setattr(model_module, "CHUNK", 8)
+    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 8)
     scored = tiny_gpt2_model.score(IDS[:50])
     exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:50], all_logits=True)
     shifted = exact - exact.max(axis=1, keepdims=True)
@@ -143,10 +191,10 @@ def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model,
 
 
 def test_score_in_sliding_windows_still_covers_every_token(tiny_gpt2_model, monkeypatch):
-    monkeypatch.setattr(model_module, "CHUNK", 8)
+    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 8)
     ids = IDS * 2  # 120 tokens, context 64
     chunked = tiny_gpt2_model.score(ids, stride=20)
-    monkeypatch.setattr(model_module, "CHUNK", 512)
+    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 512)
     whole = tiny_gpt2_model.score(ids, stride=20)
     assert chunked.windows == whole.windows == 4
     np.testing.assert_allclose([t.logprob or 0 for t in chunked.tokens], [t.logprob or 0 for t in whole.tokens],

@@ -86,7 +86,7 @@ def geglu_backward(dy: np.ndarray, saved) -> np.ndarray:
 
 def layer_attention(cfg: Config, ropes: tuple, i: int) -> tuple:
     """Block i's rotary tables and window: a local layer's own RoPE base and sliding window, else the global
-    ones and no window (as model.one_pass chooses). `ropes` is model.rotary_tables' (global, local)."""
+    ones and no window (as model.one_pass chooses). `ropes` is attention.rotary_tables' (global, local)."""
     if i in cfg.local_layers:
         return ropes[1], cfg.sliding_window
     return ropes[0], None

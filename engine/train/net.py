@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model import Config, rotary_tables
+from ..attention import rotary_tables
+from ..model import Config
 from . import gemma as G
 from . import layers as L
 from .head import HeadGrads, head_forward
@@ -154,7 +155,7 @@ class Tape:
     """What the training forward saved for the backward pass."""
 
     ids: np.ndarray  # [batch, n_seq]
-    ropes: tuple  # (global, local) rotary tables, each cos, sin [n_seq, d_head] (model.rotary_tables), or Nones
+    ropes: tuple  # (global, local) rotary tables, each cos, sin [n_seq, d_head] (attention.rotary_tables), or Nones
     blocks: list  # each block's saved activations
     ln_final: tuple
     head: HeadGrads | None = None  # the loss head's gradients, computed with the loss (see head.py)
