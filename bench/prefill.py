@@ -14,7 +14,9 @@ The last line says how long the parts other than the weights' products could tak
 1.2x transformers' pass: the products run at the BLAS's peak already, so that is the whole margin.
 
 `report_decode` splits a decoded token the same way (bench/bench.py prints it for GPT-2), against the floor of
-reading every weight once: the rest of a token's work bounds how near the floor decoding can come.
+reading every weight once: the rest of a token's work bounds how near the floor decoding can come, and so do the
+products alone (each matrix times a vector, nothing between them), timed apart: no engine that calls the BLAS once
+a matrix comes nearer the floor than they do.
 """
 
 from __future__ import annotations
@@ -158,10 +160,12 @@ def report_decode(label: str, ours, weight_bytes: int, repeats: int, n_new: int 
             step_logits, step = ours.forward([token], step)
             token = int(np.argmax(step_logits))
 
-    floors, runs = [], []
+    floors, runs, alone = [], [], []
     for _ in range(repeats):
         floors.append(weight_bytes / bench.measure_bandwidth(np))
         runs.append({name: seconds / n_new for name, seconds in timed_runs(decode, 1).items()})
+        floor = weight_bytes / bench.measure_bandwidth(np)
+        alone.append((products_alone(ours, n_new), floor))
     parts = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
     whole, products, floor = parts.pop("whole pass"), parts["matrix products (weights)"], statistics.median(floors)
     reached = statistics.median(f / run["whole pass"] for f, run in zip(floors, runs))
@@ -174,7 +178,39 @@ def report_decode(label: str, ours, weight_bytes: int, repeats: int, n_new: int 
     rest = whole - products
     print(f"  with the products at the floor and the rest as it is ({rest * 1e3:.1f} ms), at best "
           f"{floor / (floor + rest):.0%} of the floor")
+    ratios = [floor / seconds for seconds, floor in alone]
+    print(f"  the products alone (a token's {len(decode_matrices(ours))} matrices, each times a vector, nothing else "
+          f"between them; each run after a probe): {statistics.median(s for s, _ in alone) * 1e3:.1f} ms, "
+          f"{statistics.median(ratios):.0%} of the floor (best {max(ratios):.0%})")
     print(f"  {huge_pages(bench.weight_arrays(ours))}")
+
+
+def decode_matrices(ours) -> list:
+    """The weight matrices a decoded token multiplies, in order: each block's, then the unembedding."""
+    w = ours.weights
+    return [p.w for blk in w.blocks for p in (blk.w_qkv, blk.w_o, blk.w_in, blk.w_out)] + [w.unembed]
+
+
+def products_alone(ours, n_new: int) -> float:
+    """Seconds per token of decode's products with the weights and nothing else: one vector times each matrix as
+    a one-token pass multiplies it (nn.times_transposed), n_new times over. No engine that calls the BLAS once a
+    matrix decodes faster than this; the floor reads the same bytes in one product."""
+    import numpy as np
+    from llmx.engine.nn import times_transposed
+
+    matrices = decode_matrices(ours)
+    vectors = {n: np.ones((1, n), matrices[0].dtype) for n in {m.shape[1] for m in matrices}}
+
+    def token() -> None:
+        for m in matrices:
+            times_transposed(vectors[m.shape[1]], m)
+
+    token()
+    bench.settle()
+    start = time.perf_counter()
+    for _ in range(n_new):
+        token()
+    return (time.perf_counter() - start) / n_new
 
 
 def huge_pages(arrays) -> str:
