@@ -170,14 +170,14 @@ def embed(ids: np.ndarray, weights: Weights, cfg: Config, start: int, hook) -> n
     return x
 
 
-# A long prompt runs in passes of up to CHUNK positions (equal parts: `chunk_size`), each attending only to the
-# keys before its end: memory holds one pass's activations, and attention goes by blocks of queries whose scores
-# stay within attention.SCORES_BUDGET numbers however far the keys grow. Every position's logits (`score`) come
-# LOGITS_CHUNK rows at a time: [LOGITS_CHUNK, n_vocab] logits at once. Longer passes meet fewer times and give
-# the products more rows: passes of up to 2,048 positions, against 512, made SmolLM2's prefill of 1,000 to 8,000
-# tokens 1.05-1.07x as fast, GPT-2 small's of 1,024 1.05x, Gemma 3 270M's of 3,000 1.11x (README, "Long
-# prompts, prompt lookup").
-CHUNK, LOGITS_CHUNK = 2048, 512
+# A long prompt runs in passes of up to CHUNK positions in lanes, PLAIN_CHUNK without (equal parts: `chunk_size`),
+# each attending only to the keys before its end: memory holds one pass's activations, and attention goes by
+# blocks of queries whose scores stay within attention.SCORES_BUDGET numbers however far the keys grow. Every
+# position's logits (`score`) come LOGITS_CHUNK rows at a time: [LOGITS_CHUNK, n_vocab] at once. Longer passes in
+# lanes meet fewer times and give the products more rows: passes of up to 2,048 positions, against 512, made
+# SmolLM2's prefill of 1,000 to 8,000 tokens 1.05-1.07x as fast, GPT-2 small's of 1,024 1.05x, Gemma 3 270M's of
+# 3,000 1.11x; without lanes 0.97x (README, "Long prompts, prompt lookup").
+CHUNK, PLAIN_CHUNK, LOGITS_CHUNK = 2048, 512, 512
 
 
 def forward(ids, weights: Weights, cfg: Config, cache: KVCache | None = None, *, hooks: Hooks | None = None,
@@ -209,14 +209,16 @@ def forward_chunks(ids, weights: Weights, cfg: Config, cache: KVCache | None = N
     [n_piece, n_vocab] for each LOGITS_CHUNK positions of a pass (without all_logits, [1, n_vocab] for each
     pass's last position; final states with `states`, as in `forward`, one piece per pass).
 
-    `chunk` caps the positions per pass (default: CHUNK); the passes split the positions equally (`chunk_size`).
+    `chunk` caps the positions per pass (default: CHUNK in lanes, else PLAIN_CHUNK); the passes split the
+    positions equally (`chunk_size`).
     With hooks the pass is never split, so that hooks see the whole sequence's activations (and patterns) at once.
     """
     cache = cache if cache is not None else KVCache.empty(cfg, weights.embed.dtype)
     ids = checked_ids(ids, cfg, cache.length)
     whole = hooks is not None and bool(hooks.entries)
     report = on_progress if on_progress is not None and not whole else None
-    done, per_pass = 0, chunk_size(len(ids), chunk if chunk is not None else CHUNK)
+    cap = chunk if chunk is not None else CHUNK if lanes.count(cfg, CHUNK, hooks) > 1 else PLAIN_CHUNK
+    done, per_pass = 0, chunk_size(len(ids), cap)
     while done < len(ids):
         size = len(ids) - done if whole else min(len(ids) - done, per_pass)
         on_layer = None if report is None else progress(report, done, size, len(ids), cfg.n_layer)

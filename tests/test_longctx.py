@@ -146,23 +146,31 @@ def test_progress_hears_each_layer_of_each_pass(tiny_gpt2_model, monkeypatch):
 
 
 def test_passes_split_a_prompt_equally_and_hand_every_logit_in_pieces(tiny_gpt2_model, monkeypatch):
-    """chunk_size: equal passes under the cap, never one of a few positions after full ones. Every position's
-    logits (score) come LOGITS_CHUNK rows at a time, from passes of CHUNK positions all the same."""
+    """chunk_size: equal passes under the cap, never one of a few positions after full ones; the cap is CHUNK for
+    passes in lanes, PLAIN_CHUNK for the others. Every position's logits (score) come LOGITS_CHUNK rows at a time,
+    whatever the passes."""
     assert [chunk_size(n, 2048) for n in (1, 2048, 2049, 2100, 4096, 8000)] == [1, 2048, 1025, 1050, 2048, 2000]
     assert chunk_size(20, 8) == 7 and chunk_size(5, 8) == 5
     monkeypatch.setattr(model_module, "CHUNK", 16)
+    monkeypatch.setattr(model_module, "PLAIN_CHUNK", 8)
     monkeypatch.setattr(model_module, "LOGITS_CHUNK", 6)
+    monkeypatch.setattr(lanes_module, "MIN_ROWS", 8)
     passes = []
     monkeypatch.setattr(model_module, "one_pass", lambda ids, *a: passes.append(len(ids)) or real_one_pass(ids, *a))
-    pieces = list(model_module.forward_chunks(IDS[:20], tiny_gpt2_model.weights, tiny_gpt2_model.config))
-    assert passes == [10, 10] and [len(logits) for logits, _ in pieces] == [6, 4, 6, 4]
-    assert [cache.length for _, cache in pieces] == [10, 10, 20, 20]
+    with blas_limit(2):  # passes that run in lanes take up to CHUNK positions
+        pieces = list(model_module.forward_chunks(IDS[:20], tiny_gpt2_model.weights, tiny_gpt2_model.config))
+        assert passes == [10, 10] and [len(logits) for logits, _ in pieces] == [6, 4, 6, 4]
+        assert [cache.length for _, cache in pieces] == [10, 10, 20, 20]
+        passes.clear()
+        run(tiny_gpt2_model, IDS[:20])
+        assert passes == [10, 10]
     exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:20], all_logits=True)
     np.testing.assert_allclose(np.concatenate([logits for logits, _ in pieces]), exact, rtol=0,
                                atol=float64.TINY_FLOAT32_TOLERANCE)
     passes.clear()
-    run(tiny_gpt2_model, IDS[:20])
-    assert passes == [10, 10]
+    with blas_limit(1):  # without lanes, up to PLAIN_CHUNK
+        run(tiny_gpt2_model, IDS[:20])
+    assert passes == [7, 7, 6]
 
 
 real_one_pass = model_module.one_pass
