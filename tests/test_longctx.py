@@ -186,9 +186,16 @@ def test_attention_blocks_shrink_as_keys_grow_within_the_scores_budget(tiny_llam
         assert cfg.n_head * size * n <= attention_module.SCORES_BUDGET
 
 
+def small_pieces(monkeypatch, positions: int, rows: int) -> None:
+    """Passes of at most `positions` (in lanes or not), logits in pieces of at most `rows`."""
+    for name, value in (("CHUNK", positions), ("PLAIN_CHUNK", positions), ("LOGITS_CHUNK", rows)):
+        monkeypatch.setattr(model_module, name, value)
+
+
 def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model, monkeypatch):
-    """score keeps one chunk's logits at a time; its log-probs are those of the float64 logits."""
-    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 8)
+    """score keeps one piece of logits at a time (passes of 8 positions, pieces of 5 rows here); its log-probs
+    are those of the float64 logits."""
+    small_pieces(monkeypatch, 8, 5)
     scored = tiny_gpt2_model.score(IDS[:50])
     exact, _ = run(float64.llmx_float64(tiny_gpt2_model), IDS[:50], all_logits=True)
     shifted = exact - exact.max(axis=1, keepdims=True)
@@ -199,10 +206,10 @@ def test_score_of_a_chunked_window_equals_the_float64_reference(tiny_gpt2_model,
 
 
 def test_score_in_sliding_windows_still_covers_every_token(tiny_gpt2_model, monkeypatch):
-    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 8)
+    small_pieces(monkeypatch, 8, 5)
     ids = IDS * 2  # 120 tokens, context 64
     chunked = tiny_gpt2_model.score(ids, stride=20)
-    monkeypatch.setattr(model_module, "LOGITS_CHUNK", 512)
+    small_pieces(monkeypatch, 512, 512)
     whole = tiny_gpt2_model.score(ids, stride=20)
     assert chunked.windows == whole.windows == 4
     np.testing.assert_allclose([t.logprob or 0 for t in chunked.tokens], [t.logprob or 0 for t in whole.tokens],
