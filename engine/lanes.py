@@ -256,11 +256,13 @@ def join(part: np.ndarray, columns: slice, rows: slice, post, cfg: Config, share
 
 def hidden_columns(part: slice, x: np.ndarray, blk: Block, cfg: Config, hidden: np.ndarray) -> None:
     """Features `part` of the MLP's hidden layer [n_ff, n_seq], after its activation (model.mlp's first half)."""
+    mine = hidden[part]  # the products and the activation are written here, in place: no copies of [part, n_seq]
     if cfg.mlp == "gelu":
-        hidden[part] = gelu_new(by_feature(x, rows_of(blk.w_in, part)))
+        gelu_new(by_feature(x, rows_of(blk.w_in, part), out=mine), out=mine)
         return
     up = slice(cfg.n_ff + part.start, cfg.n_ff + part.stop)
-    hidden[part] = GATE[cfg.mlp](by_feature(x, rows_of(blk.w_in, part))) * by_feature(x, rows_of(blk.w_in, up))
+    GATE[cfg.mlp](by_feature(x, rows_of(blk.w_in, part), out=mine), out=mine)
+    mine *= by_feature(x, rows_of(blk.w_in, up))
 
 
 def run(lanes: int, lane) -> None:

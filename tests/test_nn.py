@@ -74,3 +74,16 @@ def test_by_feature_is_linear_transposed():
         assert got.shape == (7, 3)
         np.testing.assert_allclose(got, (x @ w.T + (0 if bias is None else bias)).T, rtol=1e-12)
         np.testing.assert_allclose(got, linear(x, Linear(w, bias)).T, rtol=1e-12)
+
+
+def test_activations_and_by_feature_write_into_out_to_the_bit():
+    """out= (lanes write the MLP's hidden layer so, in place): the same numbers as without it, in the array given."""
+    x = rng.normal(0, 4, size=(6, 9)).astype(np.float32)
+    for activation in (silu, gelu_new):
+        expected, work = activation(x), x.copy()
+        assert activation(work, out=work) is work
+        np.testing.assert_array_equal(work, expected)
+    w, b, inputs = rng.normal(size=(7, 5)), rng.normal(size=7), rng.normal(size=(3, 5))
+    out = np.empty((9, 3))[1:8]  # rows of a larger array, as lanes' share of the hidden layer
+    assert by_feature(inputs, Linear(w, b), out=out) is out
+    np.testing.assert_array_equal(out, by_feature(inputs, Linear(w, b)))
