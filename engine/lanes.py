@@ -26,10 +26,11 @@ for small matrices, long products split otherwise with more threads), within flo
 tests/test_lanes.py checks.
 
 model.one_pass uses 2 lanes (`count`) for passes of at least MIN_ROWS positions without hooks (which see whole
-activations), when the BLAS has 2 threads. On 2 cores, medians of alternating passes in one process: SmolLM2 at
-512 tokens 1.12-1.16x as fast as the plain pass (18 of 20 pairs faster), at 2,048 1.30x; GPT-2 small at 512
-0.99x, at 1,024 1.17x; Gemma 3 270M at 512 1.09x, at 2,048 1.05x; at 256 tokens lanes were slower (0.87-0.93x).
-Lanes on more cores are not measured: with more BLAS threads the plain pass keeps every core on the products.
+activations), when the BLAS has 2 threads. On 2 cores, medians of alternating passes in one process (the plain pass
+with its passes of the same length): SmolLM2 at 512 tokens 0.99x as fast as the plain pass (4 of 12 pairs faster;
+1.12-1.16x in an earlier measurement, before later changes to both), at 2,048 1.15x; GPT-2 small at 512 1.03x, at
+1,024 1.06x; Gemma 3 270M at 512 1.07x, at 2,048 1.21x; at 256 tokens lanes were slower (0.87-0.93x). Lanes on more
+cores are not measured: with more BLAS threads the plain pass keeps every core on the products.
 """
 
 from __future__ import annotations
