@@ -6,20 +6,20 @@ is about 30% of the time, with the other core idle. Here each of n lanes (thread
 share of every step of a block, as tensor-parallel training splits a model between devices:
 
     step                       a lane's share
-    norm before attention      its rows
     queries, keys, values      its query heads and key/value heads (runs of the fused projection's rows), rotated
                                and written to the cache (a sliding-window layer's ring buffer too)
     attention                  (key heads, block of queries) pairs, taken one at a time from the layer's queue,
                                largest first, as the lane comes free
-    output projection          its columns of the residual stream (a slice of w_o's rows), added in place (with
-                               Gemma's post-norms: written, then normalized and added by rows)
-    norm before the MLP        its rows
+    output projection          its rows (positions): every head's values times w_o, added to the residual stream
+    + norm before the MLP      (with Gemma's post-norms, normalized first), then normalized
     MLP in and activation      its features of the hidden layer (gate and up alike; kept by feature, as model.mlp)
-    MLP out                    its columns of the residual stream, added as the output projection's
+    MLP out                    its rows: every feature times w_out, added as the output projection's, then
+    + next norm                normalized by the next block's norm before attention (the first block's: at the start)
 
-and the lanes wait for each other between steps (a threading.Barrier, 7 times per block, ~50 us each). Every
-number is computed by the functions the plain pass uses, on slices: a product's output columns from a slice of
-the weight's rows are the same sums, and element-wise steps do not depend on their neighbours. SmolLM2's, GPT-2
+and the lanes wait for each other between steps (a threading.Barrier, 5 times per block, ~50 us each): a step
+by rows and the norm after it need no meeting between them. Every number is computed by the functions the plain
+pass uses, on slices: a product's output rows from a slice of its input's rows, or its output columns from a slice
+of the weight's rows, are the same sums, and element-wise steps do not depend on their neighbours. SmolLM2's, GPT-2
 small's and Gemma 3 270M's residual streams after 512 tokens came out bit-identical to the plain pass's with a
 one-thread BLAS (SmolLM2's logits after 4,096 too); OpenBLAS may still sum a slice in another order (other kernels
 for small matrices, long products split otherwise with more threads), within float32 rounding, which is what
@@ -47,11 +47,10 @@ from .nn import GATE, by_feature, gelu_new, linear
 from .threads import blas_limit, blas_threads_now
 
 if TYPE_CHECKING:
-    from .model import Block, Config, KVCache, Linear, Weights
+    from .model import Block, Config, KVCache, Linear, Norm, Weights
 
 LANES = 2  # the lanes of a pass: where the BLAS has this many threads (the only count measured)
-MIN_ROWS = 512  # shorter passes keep the plain pass: 7 meetings per block cost more than the lanes save there
-ALIGN = 16  # column shares start at multiples of 16 numbers (64 bytes), so that no two lanes write one cache line
+MIN_ROWS = 512  # shorter passes keep the plain pass: the meetings cost more than the lanes save there
 ONE_AT_A_TIME = threading.Lock()  # lane passes from several threads take turns (each sets the BLAS to one thread)
 
 
@@ -73,10 +72,15 @@ def blocks(x: np.ndarray, weights: Weights, cfg: Config, cache: KVCache, start: 
     taken = [itertools.count() for _ in weights.blocks]  # each layer's attention pairs taken so far
 
     def lane(i: int, meet) -> None:
+        from .model import norm  # here: model imports this module
+
+        shared.normed[plan.rows[i]] = norm(x[plan.rows[i]], weights.blocks[0].ln1, cfg)
+        meet()
         for layer, blk in enumerate(weights.blocks):
             local = layer in cfg.local_layers
+            after = weights.blocks[layer + 1].ln1 if layer + 1 < len(weights.blocks) else None
             block_share(i, meet, blk, cfg, cache.k[layer], cache.v[layer], start, ropes[local],
-                        cfg.sliding_window if local else None, plan, shared, taken[layer])
+                        cfg.sliding_window if local else None, plan, shared, taken[layer], after)
             if i == 0 and on_layer is not None:
                 on_layer(layer)
 
@@ -93,7 +97,6 @@ class Shared:
     q: np.ndarray  # queries [n_head, n_seq, d_head]
     z: np.ndarray  # the heads' weighted values [n_seq, n_head, d_head]
     hidden: np.ndarray  # the MLP's hidden layer after its activation, by feature [n_ff, n_seq]
-    out: np.ndarray | None  # with post-norms: a sublayer's output before its norm [n_seq, n_embd]
     local_k: np.ndarray | None  # on a sliding-window layer: the keys the new positions see, in order
     local_v: np.ndarray | None  # and their values [n_kv_head, n_keys, d_head] (attention.remember's)
 
@@ -103,7 +106,6 @@ class Shared:
         local = (cfg.n_kv_head, local_keys(cfg, start, n_seq), cfg.d_head) if cfg.local_layers else None
         return cls(x, np.empty_like(x), np.empty((cfg.n_head, n_seq, cfg.d_head), dtype),
                    np.empty((n_seq, cfg.n_head, cfg.d_head), dtype), np.empty((cfg.n_ff, n_seq), dtype),
-                   np.empty_like(x) if cfg.post_norms else None,
                    None if local is None else np.empty(local, dtype), None if local is None else np.empty(local, dtype))
 
 
@@ -121,9 +123,8 @@ def local_keys(cfg: Config, start: int, n_seq: int) -> int:
 class Plan:
     """Each lane's share of each step (a list with one entry per lane), the same in every block."""
 
-    rows: list[slice]  # of the positions, for the norms
+    rows: list[slice]  # of the positions: the norms, the output projection and the MLP's output
     heads: list[tuple[slice, slice]]  # query heads and key/value heads, for the projections
-    columns: list[slice]  # of the residual stream, for the output projection and the MLP's
     hidden: list[slice]  # of the MLP's hidden layer
     pairs: list[tuple[slice, slice]]  # attention's (key heads, block of queries) pairs, global layers, largest first
     local_pairs: list[tuple[slice, slice]]  # and sliding-window layers (whose blocks see fewer keys)
@@ -131,14 +132,14 @@ class Plan:
     @classmethod
     def of(cls, cfg: Config, n_seq: int, start: int, lanes: int) -> Plan:
         """The shares of a pass over n_seq new positions after `start` cached ones."""
-        return cls(shares(n_seq, lanes), head_shares(cfg, lanes), shares(cfg.n_embd, lanes, ALIGN),
-                   shares(cfg.n_ff, lanes, ALIGN), queue(cfg, n_seq, start + n_seq, lanes),
+        return cls(shares(n_seq, lanes), head_shares(cfg, lanes), shares(cfg.n_ff, lanes),
+                   queue(cfg, n_seq, start + n_seq, lanes),
                    queue(cfg, n_seq, local_keys(cfg, start, n_seq), lanes))
 
 
-def shares(total: int, lanes: int, align: int = 1) -> list[slice]:
-    """range(total) in `lanes` runs of near-equal length, each starting at a multiple of `align`."""
-    bounds = [min(total, round(total * i / lanes / align) * align) for i in range(lanes)] + [total]
+def shares(total: int, lanes: int) -> list[slice]:
+    """range(total) in `lanes` runs of near-equal length."""
+    bounds = [round(total * i / lanes) for i in range(lanes)] + [total]
     return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
 
@@ -175,14 +176,13 @@ def queue(cfg: Config, n_seq: int, n_keys: int, lanes: int) -> list[tuple[slice,
 
 
 def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int, rope, window: int | None,
-                plan: Plan, shared: Shared, taken) -> None:
+                plan: Plan, shared: Shared, taken, after: Norm | None) -> None:
     """Lane i's share of model.block for one layer (see the module's docstring); `meet()` waits for the others.
-    taken: the layer's count of attention pairs taken (an itertools.count shared by the lanes)."""
+    taken: the layer's count of attention pairs taken (an itertools.count shared by the lanes). The lane's rows of
+    shared.normed hold the norm before attention when it starts, and the next block's (`after`) when it ends."""
     from .model import norm  # here: model imports this module
 
-    x, normed, rows, columns = shared.x, shared.normed, plan.rows[i], plan.columns[i]
-    normed[rows] = norm(x[rows], blk.ln1, cfg)
-    meet()
+    x, normed, rows = shared.x, shared.normed, plan.rows[i]
     project_heads(plan.heads[i], normed, blk, cfg, k_buf, v_buf, start, rope, window, shared)
     meet()
     if window is None:
@@ -191,13 +191,23 @@ def block_share(i: int, meet, blk: Block, cfg: Config, k_buf, v_buf, start: int,
         attend_pairs(plan.local_pairs, taken, cfg, shared.local_k, shared.local_v, start, first_seen(cfg, start),
                      window, shared)
     meet()
-    join(linear(shared.z.reshape(len(x), -1), rows_of(blk.w_o, columns)), columns, rows, blk.ln1_post, cfg,
-         shared, meet)
+    add_rows(linear(shared.z[rows].reshape(-1, cfg.n_head * cfg.d_head), blk.w_o), rows, blk.ln1_post, cfg, x)
     normed[rows] = norm(x[rows], blk.ln2, cfg)
     meet()
     hidden_columns(plan.hidden[i], normed, blk, cfg, shared.hidden)
     meet()
-    join(by_feature(shared.hidden.T, rows_of(blk.w_out, columns)).T, columns, rows, blk.ln2_post, cfg, shared, meet)
+    add_rows(by_feature(shared.hidden[:, rows].T, blk.w_out).T, rows, blk.ln2_post, cfg, x)
+    if after is not None:
+        normed[rows] = norm(x[rows], after, cfg)
+    meet()
+
+
+def add_rows(part: np.ndarray, rows: slice, post, cfg: Config, x: np.ndarray) -> None:
+    """A sublayer's output for positions `rows` into the residual stream x, normalized first where the model has
+    post-norms (Gemma 3): by position, as model.mlp hands it over, so that the norm's sums go as the plain pass's."""
+    from .model import norm  # here: model imports this module
+
+    x[rows] += norm(np.ascontiguousarray(part), post, cfg) if cfg.post_norms else part
 
 
 def rows_of(p: Linear, part: slice) -> Linear:
@@ -238,21 +248,6 @@ def attend_pairs(pairs, taken, cfg: Config, keys, values, start: int, first: int
         z = block_values(q[heads, block], keys[kv, :end - first], values[kv, :end - first], cfg, start + block.start,
                          first, window)
         shared.z[block, heads] = z.transpose(1, 0, 2)
-
-
-def join(part: np.ndarray, columns: slice, rows: slice, post, cfg: Config, shared: Shared, meet) -> None:
-    """Columns `columns` of a sublayer's output into the residual stream, then meet the other lanes. With
-    post-norms (Gemma 3) the output is normalized by rows before it is added: the columns wait in shared.out for
-    the other lanes', then this lane adds its rows."""
-    from .model import norm  # here: model imports this module
-
-    if not cfg.post_norms:
-        shared.x[:, columns] += part
-        meet()
-        return
-    shared.out[:, columns] = part
-    meet()
-    shared.x[rows] += norm(shared.out[rows], post, cfg)
 
 
 def hidden_columns(part: slice, x: np.ndarray, blk: Block, cfg: Config, hidden: np.ndarray) -> None:
