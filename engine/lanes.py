@@ -27,10 +27,11 @@ tests/test_lanes.py checks.
 
 model.one_pass uses 2 lanes (`count`) for passes of at least MIN_ROWS positions without hooks (which see whole
 activations), when the BLAS has 2 threads. On 2 cores, medians of alternating passes in one process (the plain pass
-with its passes of the same length): SmolLM2 at 512 tokens 0.99x as fast as the plain pass (4 of 12 pairs faster;
-1.12-1.16x in an earlier measurement, before later changes to both), at 2,048 1.15x; GPT-2 small at 512 1.03x, at
-1,024 1.06x; Gemma 3 270M at 512 1.07x, at 2,048 1.21x; at 256 tokens lanes were slower (0.87-0.93x). Lanes on more
-cores are not measured: with more BLAS threads the plain pass keeps every core on the products.
+with its passes of the same length), in two measurements an hour apart (before and after the output projections
+went by rows): SmolLM2 at 512 tokens 0.99x and 1.13x as fast as the plain pass, at 2,048 1.15x and 1.16x; GPT-2
+small at 512 1.03x and 0.99x, at 1,024 1.06x and 1.08x; Gemma 3 270M at 512 1.07x and 1.01x, at 2,048 1.21x and
+1.20x; at 256 tokens lanes were slower (0.87-0.93x, earlier). Lanes on more cores are not measured: with more BLAS
+threads the plain pass keeps every core on the products.
 """
 
 from __future__ import annotations
