@@ -18,8 +18,9 @@ import conftest
 import float64
 from llmx.engine import lanes
 from llmx.engine import attention as attention_module
+from llmx.engine.attention import rotary_tables
 from llmx.engine.hooks import NO_POINTS, Trace
-from llmx.engine.model import KVCache, block, embed, forward, mlp, rotary_tables
+from llmx.engine.model import KVCache, block, embed, forward, mlp
 from llmx.engine.threads import blas_limit
 
 IDS = [int(i) for i in np.random.default_rng(5).integers(0, 50257, 60)]

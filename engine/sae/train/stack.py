@@ -12,10 +12,11 @@ import dataclasses
 
 import numpy as np
 
+from ...attention import rotary_tables
 from ...errors import InputError
 from ...hooks import Hooks, points
 from ...lm import LanguageModel
-from ...model import KVCache, block, embed, norm, rotary_tables
+from ...model import KVCache, block, embed, norm
 
 
 @dataclasses.dataclass(frozen=True)
